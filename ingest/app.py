@@ -1,0 +1,54 @@
+"""The application factory: middleware chain, routes and lifecycle in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from runstream.ingest.context import SETTINGS, STORE, TELEMETRY, WRITER
+from runstream.ingest.routes import experiments, metrics, native, probes, runs
+from runstream.ingest.routes.wire import error_middleware
+from runstream.ingest.settings import ServerSettings
+from runstream.ingest.store import Store
+from runstream.ingest.telemetry import Telemetry
+from runstream.ingest.writer import Writer
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: ServerSettings, database_url: str) -> web.Application:
+    """A tracking server app on ``database_url``; the store and writer start with it."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=settings.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app[TELEMETRY] = Telemetry()
+    app[STORE] = Store(
+        database_url,
+        pool_size=settings.pool_size,
+        default_artifact_root=settings.default_artifact_root,
+    )
+    app[WRITER] = Writer(
+        connections=settings.writer_connections,
+        max_queue_points=settings.max_queue_points,
+        max_group_points=settings.max_group_points,
+        retry_after=settings.retry_after_seconds,
+        telemetry=app[TELEMETRY],
+    )
+    app.cleanup_ctx.append(_store_and_writer)
+    for module in (probes, experiments, runs, metrics, native):
+        module.setup_routes(app)
+    return app
+
+
+async def _store_and_writer(app: web.Application) -> AsyncIterator[None]:
+    store, writer = app[STORE], app[WRITER]
+    await store.start()
+    await writer.start(store.pool)
+    try:
+        yield
+    finally:
+        await writer.close()
+        await store.close()

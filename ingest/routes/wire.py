@@ -1,0 +1,138 @@
+"""What every route shares: reading requests, writing JSON, and the error table.
+
+MLflow's clients send request fields as JSON bodies (POST, PATCH, DELETE)
+or in the query string (GET); ``fields`` reads either. Doubles go out as
+protobuf's JSON mapping writes them: non-finite values as the strings
+"NaN", "Infinity" and "-Infinity".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from runstream.ingest.errors import (
+    InvalidParameter,
+    Overloaded,
+    RunstreamError,
+    http_status,
+)
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+
+
+def add_rpc(app: web.Application, method: str, path: str, handler: Handler) -> None:
+    """Serve an MLflow RPC under both the API and the UI (ajax-api) prefixes."""
+    for prefix in MLFLOW_PREFIXES:
+        app.router.add_route(method, prefix + path, handler)
+
+
+def json_response(payload: Any, *, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), status=status, content_type="application/json"
+    )
+
+
+async def fields(request: web.Request) -> dict[str, Any]:
+    """The request's fields: the JSON body, or the query string for GET."""
+    if request.method == "GET":
+        return query_fields(request)
+    body = await request.read()
+    if not body:
+        return {}
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidParameter(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidParameter("request body must be a JSON object")
+    return document
+
+
+def query_fields(request: web.Request) -> dict[str, Any]:
+    """Query parameters; a key given more than once becomes a list."""
+    result: dict[str, Any] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        result[key] = values if len(values) > 1 else values[0]
+    return result
+
+
+def as_list(value: Any) -> list[Any]:
+    """A repeated field: absent, one value, or a list."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def required(document: dict[str, Any], name: str) -> Any:
+    value = document.get(name)
+    if value is None or value == "":
+        raise InvalidParameter(
+            f"Missing value for required parameter '{name}'. See the API docs "
+            "for more information about request parameters."
+        )
+    return value
+
+
+def run_id_of(document: dict[str, Any]) -> str:
+    """The run id from ``run_id`` or MLflow's older ``run_uuid``."""
+    value = document.get("run_id") or document.get("run_uuid")
+    if not value:
+        return required(document, "run_id")  # raises with MLflow's message
+    return str(value)
+
+
+def error_body(error: RunstreamError) -> bytes:
+    return orjson.dumps({"error_code": error.error_code, "message": str(error)})
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The HTTP boundary: our errors become MLflow's JSON errors; bugs become 500s."""
+    try:
+        return await handler(request)
+    except RunstreamError as error:
+        status = http_status(error)
+        headers = {}
+        if isinstance(error, Overloaded):
+            headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        if status >= 500 and not isinstance(error, Overloaded):
+            logger.error("%s %s failed", request.method, request.path, exc_info=error)
+        return web.Response(
+            body=error_body(error),
+            status=status,
+            content_type="application/json",
+            headers=headers,
+        )
+    except web.HTTPException as exc:
+        if exc.status == 404 and exc.content_type != "application/json":
+            return web.Response(
+                body=orjson.dumps(
+                    {
+                        "error_code": "ENDPOINT_NOT_FOUND",
+                        "message": f"no route for {request.method} {request.path}",
+                    }
+                ),
+                status=404,
+                content_type="application/json",
+            )
+        raise
+    except Exception:
+        logger.exception("%s %s failed with an unexpected error", request.method, request.path)
+        return web.Response(
+            body=orjson.dumps(
+                {"error_code": "INTERNAL_ERROR", "message": "internal server error"}
+            ),
+            status=500,
+            content_type="application/json",
+        )

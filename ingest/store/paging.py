@@ -1,0 +1,41 @@
+"""Page tokens: opaque to clients, an offset inside (as MLflow's server does)."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+
+from runstream.ingest.errors import InvalidParameter
+
+
+def encode_token(state: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(state)).decode("ascii")
+
+
+def decode_state(token: str | None) -> dict[str, object]:
+    """The state inside a token; an empty dict for the first page."""
+    if not token:
+        return {}
+    try:
+        state = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, orjson.JSONDecodeError):
+        raise InvalidParameter(f"page_token {token[:40]!r} is not valid") from None
+    if not isinstance(state, dict):
+        raise InvalidParameter(f"page_token {token[:40]!r} is not valid")
+    return state
+
+
+def decode_token(token: str | None) -> int:
+    """The offset in an offset token; 0 for the first page."""
+    offset = decode_state(token).get("offset", 0)
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidParameter(f"page_token {token!r} is not valid")
+    return offset
+
+
+def next_token(offset: int, page_size: int, fetched: int) -> str | None:
+    """The token after a page fetched with LIMIT page_size + 1, or None at the end."""
+    if fetched <= page_size:
+        return None
+    return encode_token({"offset": offset + page_size})
