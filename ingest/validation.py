@@ -47,7 +47,8 @@ def check_key(field: str, key: object) -> str:
             f"{field} {_short(key)} may only contain alphanumerics, underscores, "
             "dashes, periods, spaces, colons and slashes"
         )
-    if posixpath.normpath(key) != key or key.startswith("/"):
+    segments = key.split("/")
+    if posixpath.normpath(key) != key or key.startswith("/") or ".." in segments:
         raise InvalidParameter(
             f"{field} {_short(key)} must be a normalized relative path"
         )
