@@ -47,7 +47,8 @@ def encode_ints(column: np.ndarray) -> bytes:
 
 def encode_floats(column: np.ndarray) -> bytes:
     """Encode a float64 column (values)."""
-    narrow = column.astype(_F32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        narrow = column.astype(_F32)
     if np.array_equal(narrow.astype(_F64), column, equal_nan=True):
         return bytes([FLOAT32]) + narrow.tobytes()
     return bytes([RAW]) + column.astype(_F64, copy=False).tobytes()

@@ -249,9 +249,13 @@ class Writer:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
             return
+        # Within one group, a repeated id is a duplicate of its first copy.
+        seen: set[uuid.UUID] = set()
         for pending in group:
+            batch_id = pending.batch.batch_id
             if not pending.future.done():
-                pending.future.set_result(pending.batch.batch_id in duplicates)
+                pending.future.set_result(batch_id in duplicates or batch_id in seen)
+            seen.add(batch_id)
 
     async def _with_retries(self, group: list[_Pending]) -> set[uuid.UUID]:
         for attempt in range(_ATTEMPTS):
@@ -286,14 +290,7 @@ class Writer:
         self._telemetry.observe_commit(
             batches=len(fresh), points=points, group=len(group), seconds=elapsed
         )
-        # Within one group, a repeated id is a duplicate of its first copy.
-        seen: set[uuid.UUID] = set()
-        duplicates = {i for i in batches if i not in fresh}
-        for pending in group:
-            if pending.batch.batch_id in seen:
-                duplicates.add(pending.batch.batch_id)
-            seen.add(pending.batch.batch_id)
-        return duplicates
+        return {i for i in batches if i not in fresh}
 
 
 def _rows(

@@ -12,8 +12,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -49,6 +51,12 @@ def postgres_admin_url(postgres_cluster: EmbeddedPostgres | None) -> str:
     if postgres_cluster is None:
         return os.environ["RUNSTREAM_TEST_DATABASE_URL"]
     return postgres_cluster.admin_url
+
+
+def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to completion, also from inside a running event loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
 
 
 def _with_database(url: str, name: str) -> str:
@@ -88,15 +96,15 @@ def make_database(postgres_admin_url: str) -> Iterator[object]:
 
     def make() -> str:
         name = f"runstream_test_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_create_database(postgres_admin_url, name))
+        _run(_create_database(postgres_admin_url, name))
         created.append(name)
         url = _with_database(postgres_admin_url, name)
-        asyncio.run(_migrate(url))
+        _run(_migrate(url))
         return url
 
     yield make
     for name in created:
-        asyncio.run(_drop_database(postgres_admin_url, name))
+        _run(_drop_database(postgres_admin_url, name))
 
 
 @pytest.fixture(scope="session")
