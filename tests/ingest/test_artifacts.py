@@ -67,9 +67,16 @@ async def client(root: Path, database_url: str) -> AsyncIterator[TestClient]:
         yield test_client
 
 
-def raw_url(client: TestClient, target: str) -> URL:
-    """``target`` sent exactly as written: no dot-segment merging, no re-quoting."""
-    return URL(f"http://127.0.0.1:{client.port}{target}", encoded=True)
+async def send_raw(
+    client: TestClient, method: str, target: str, *, data: bytes | None = None
+) -> tuple[int, dict[str, str]]:
+    """Status and JSON body of ``target`` sent exactly as written.
+
+    The test client would merge ``..`` segments and re-quote the path.
+    """
+    url = URL(f"http://127.0.0.1:{client.port}{target}", encoded=True)
+    async with client.session.request(method, url, data=data) as response:
+        return response.status, await response.json()
 
 
 def tree(folder: Path) -> dict[str, bytes | None]:
@@ -142,8 +149,9 @@ async def test_name_with_spaces_percent_and_accents_round_trips(
 
     assert upload.status == 200
     assert await download.read() == b"ok"
-    assert "filename*=UTF-8''r%C3%A9sum%C3%A9%20100%25.txt" in (
-        download.headers["Content-Disposition"]
+    assert (
+        "filename*=UTF-8''r%C3%A9sum%C3%A9%20100%25.txt"
+        in (download.headers["Content-Disposition"])
     )
     assert await listing.json() == {
         "files": [{"path": "résumé 100%.txt", "is_dir": False, "file_size": 2}]
@@ -208,9 +216,9 @@ async def test_upload_onto_a_folder_a_file_or_the_root_is_400(
 ) -> None:
     await client.put(f"{API}/a/file.txt", data=b"x")
 
-    response = await client.put(raw_url(client, f"{API}/{path}"), data=b"y")
+    status, body = await send_raw(client, "PUT", f"{API}/{path}", data=b"y")
 
-    assert (await error_of(response))[:2] == (400, "INVALID_PARAMETER_VALUE")
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
     assert tree(root) == {"a": None, "a/file.txt": b"x"}
 
 
@@ -219,15 +227,17 @@ async def test_delete_of_the_root_is_400_and_of_nothing_succeeds(
 ) -> None:
     await client.put(f"{API}/a/file.txt", data=b"x")
 
-    root_delete = await client.delete(raw_url(client, f"{API}/."))
+    status, body = await send_raw(client, "DELETE", f"{API}/.")
     missing_delete = await client.delete(f"{API}/a/missing.txt")
 
-    assert (await error_of(root_delete))[:2] == (400, "INVALID_PARAMETER_VALUE")
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
     assert (missing_delete.status, await missing_delete.json()) == (200, {})
     assert tree(root) == {"a": None, "a/file.txt": b"x"}
 
 
-async def _pattern(size: int, *, seed: int, block: int = 256 * 1024) -> AsyncIterator[bytes]:
+async def _pattern(
+    size: int, *, seed: int, block: int = 256 * 1024
+) -> AsyncIterator[bytes]:
     source = random.Random(seed)
     for start in range(0, size, block):
         yield source.randbytes(min(block, size - start))
@@ -263,8 +273,10 @@ async def test_large_binary_streams_intact_without_holding_the_file(
     assert download_peak < size // 4
 
 
-async def test_interrupted_upload_leaves_no_file(client: TestClient, root: Path) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+async def test_interrupted_upload_leaves_no_file(
+    client: TestClient, root: Path
+) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(
         f"PUT {API}/partial/blob.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Length: {8 * MIB}\r\n\r\n".encode()
@@ -282,19 +294,23 @@ async def test_interrupted_upload_leaves_no_file(client: TestClient, root: Path)
     assert tree(root) == {"partial": None}
 
 
-def _log_with_mlflow(source: Path, experiment: str) -> tuple[str, str]:
+def _log_with_mlflow(source: Path, experiment: str) -> mlflow.entities.RunInfo:
     experiment_id = MlflowClient().create_experiment(experiment)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_text("hello", "notes/hello.txt")
         mlflow.log_artifact(str(source), artifact_path="data")
-    return experiment_id, run.info.run_id
+    return run.info
 
 
-def _read_with_mlflow(run_id: str, destination: Path) -> dict[str, object]:
+def _read_with_mlflow(
+    run: mlflow.entities.RunInfo, destination: Path
+) -> dict[str, object]:
     tracking = MlflowClient()
-    top = tracking.list_artifacts(run_id)
-    data = tracking.list_artifacts(run_id, "data")
-    local = tracking.download_artifacts(run_id, "", str(destination))
+    top = tracking.list_artifacts(run.run_id)
+    # MlflowClient.list_artifacts(run_id, "data") would also search the run's
+    # logged models (POST logged-models/search); list the folder by its URI.
+    data = mlflow.artifacts.list_artifacts(artifact_uri=f"{run.artifact_uri}/data")
+    local = tracking.download_artifacts(run.run_id, "", str(destination))
     return {
         "top": [(f.path, f.is_dir) for f in top],
         "data": [(f.path, f.is_dir, f.file_size) for f in data],
@@ -314,12 +330,16 @@ async def test_mlflow_client_logs_lists_and_downloads_artifacts(
     destination.mkdir()
 
     # The mlflow client blocks, so it runs in a thread while this loop serves it.
-    experiment_id, run_id = await asyncio.to_thread(
+    run = await asyncio.to_thread(
         _log_with_mlflow, source, f"artifacts-{os.urandom(4).hex()}"
     )
-    seen = await asyncio.to_thread(_read_with_mlflow, run_id, destination)
+    seen = await asyncio.to_thread(_read_with_mlflow, run, destination)
 
-    stored = root / experiment_id / run_id / "artifacts"
+    stored = root / run.experiment_id / run.run_id / "artifacts"
+    assert (
+        run.artifact_uri
+        == f"mlflow-artifacts:/{run.experiment_id}/{run.run_id}/artifacts"
+    )
     assert tree(stored) == {
         "data": None,
         "data/model.bin": payload,
@@ -350,9 +370,7 @@ UNSAFE_PATHS = [
 
 
 def _unsafe(template: str, outside: Path) -> str:
-    return template.format(
-        outside=outside, outside_quoted=quote(str(outside), safe="")
-    )
+    return template.format(outside=outside, outside_quoted=quote(str(outside), safe=""))
 
 
 @pytest.mark.parametrize("method", ["PUT", "GET", "DELETE"])
@@ -363,11 +381,10 @@ async def test_unsafe_path_is_400_and_touches_nothing(
     before = tree(tmp_path)
     target = f"{API}/{_unsafe(template, outside)}"
 
-    response = await client.request(method, raw_url(client, target), data=b"pwned")
+    status, body = await send_raw(client, method, target, data=b"pwned")
 
-    status, code, message = await error_of(response)
-    assert (status, code) == (400, "INVALID_PARAMETER_VALUE")
-    assert message.startswith("Invalid path")
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert body["message"].startswith("Invalid path")
     assert tree(tmp_path) == before
 
 
@@ -377,9 +394,9 @@ async def test_unsafe_listing_path_is_400(
 ) -> None:
     target = f"{API}?path={_unsafe(template, outside)}"
 
-    response = await client.get(raw_url(client, target))
+    status, body = await send_raw(client, "GET", target)
 
-    assert (await error_of(response))[:2] == (400, "INVALID_PARAMETER_VALUE")
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
 
 
 @pytest.fixture
@@ -429,7 +446,9 @@ async def test_listing_refuses_and_hides_symlinks_leading_outside(
     assert (root_listing.status, await root_listing.json()) == (200, {})
 
 
-async def test_symlink_inside_the_root_is_followed(client: TestClient, root: Path) -> None:
+async def test_symlink_inside_the_root_is_followed(
+    client: TestClient, root: Path
+) -> None:
     await client.put(f"{API}/real/file.txt", data=b"inside")
     (root / "alias").symlink_to(root / "real", target_is_directory=True)
 
