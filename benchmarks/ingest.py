@@ -37,18 +37,22 @@ import asyncpg
 import numpy as np
 import orjson
 import psutil
-
 from runstream.ingest.embedded import EmbeddedPostgres
+
 from tests.servers import ServerProcess
 
 BINARY = "application/vnd.runstream.batch"
 
 
-def binary_batch(series: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+def binary_batch(
+    series: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]],
+) -> bytes:
     header = orjson.dumps(
         {
             "batch_id": str(uuid.uuid4()),
-            "series": [{"run_id": r, "key": k, "n": len(v)} for r, k, _, _, v in series],
+            "series": [
+                {"run_id": r, "key": k, "n": len(v)} for r, k, _, _, v in series
+            ],
         }
     )
     parts = [b"RSB1", struct.pack("<I", len(header)), header]
@@ -69,10 +73,7 @@ async def copy_baseline(url: str, points: int) -> float:
     await setup.close()
     rows_per_copy = 10_000
     now = int(time.time() * 1000)
-    template = [
-        (1, i % 20, i, now + i, i * 0.001)
-        for i in range(rows_per_copy)
-    ]
+    template = [(1, i % 20, i, now + i, i * 0.001) for i in range(rows_per_copy)]
     copies = points // rows_per_copy
 
     async def copier(count: int) -> None:
@@ -94,8 +95,16 @@ async def copy_baseline(url: str, points: int) -> float:
 # -- (b) end to end through the server ---------------------------------------
 
 
-def _sender(url: str, run_id: str, batches: int, keys: int, per_key: int,
-            in_flight: int, offset: int, out: multiprocessing.Queue) -> None:
+def _sender(
+    url: str,
+    run_id: str,
+    batches: int,
+    keys: int,
+    per_key: int,
+    in_flight: int,
+    offset: int,
+    out: multiprocessing.Queue,
+) -> None:
     import aiohttp
 
     async def main() -> None:
@@ -109,8 +118,10 @@ def _sender(url: str, run_id: str, batches: int, keys: int, per_key: int,
             timestamps = now + steps
             bodies.append(
                 binary_batch(
-                    [(run_id, f"metric_{k}", steps, timestamps, values[k])
-                     for k in range(keys)]
+                    [
+                        (run_id, f"metric_{k}", steps, timestamps, values[k])
+                        for k in range(keys)
+                    ]
                 )
             )
         acked = 0
@@ -155,8 +166,9 @@ def create_run(base: str, name: str) -> str:
         return str(json.loads(reply.read())["run"]["info"]["run_id"])
 
 
-def end_to_end(base: str, *, points: int, senders: int, keys: int,
-               per_key: int, in_flight: int) -> tuple[float, list[str]]:
+def end_to_end(
+    base: str, *, points: int, senders: int, keys: int, per_key: int, in_flight: int
+) -> tuple[float, list[str]]:
     context = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue = context.Queue()
     per_batch = keys * per_key
@@ -203,7 +215,8 @@ def read_series(base: str, run_id: str, points: int) -> tuple[float, float, floa
             [(run_id, "long_series", steps, now + steps, np.random.random(per_batch))]
         )
         request = urllib.request.Request(
-            base + "/api/runstream/v1/batches", data=body,
+            base + "/api/runstream/v1/batches",
+            data=body,
             headers={"Content-Type": BINARY},
         )
         urllib.request.urlopen(request).read()
@@ -240,7 +253,9 @@ def read_series(base: str, run_id: str, points: int) -> tuple[float, float, floa
     return native_seconds, points / paged_seconds, points / client_seconds
 
 
-def overload_rss(base: str, pid: int, run_id: str, seconds: float) -> tuple[int, int, int]:
+def overload_rss(
+    base: str, pid: int, run_id: str, seconds: float
+) -> tuple[int, int, int]:
     """Flood the server from many connections; returns (peak RSS, 200s, 503s)."""
     import aiohttp
 
@@ -259,8 +274,10 @@ def overload_rss(base: str, pid: int, run_id: str, seconds: float) -> tuple[int,
     counts = {"ok": 0, "busy": 0}
     now = int(time.time() * 1000)
     steps = np.arange(10_000, dtype="<i8")
-    series = [(run_id, f"flood_{k}", steps, now + steps, np.random.random(10_000))
-              for k in range(10)]
+    series = [
+        (run_id, f"flood_{k}", steps, now + steps, np.random.random(10_000))
+        for k in range(10)
+    ]
 
     async def main() -> None:
         deadline = time.monotonic() + seconds
@@ -312,13 +329,19 @@ def main() -> int:
         print(f"(a) raw COPY, 2 connections:        {baseline:>12,.0f} points/s")
         server.start()
         through, run_ids = end_to_end(
-            server.url, points=args.points, senders=args.senders, keys=args.keys,
-            per_key=args.per_key, in_flight=args.in_flight,
+            server.url,
+            points=args.points,
+            senders=args.senders,
+            keys=args.keys,
+            per_key=args.per_key,
+            in_flight=args.in_flight,
         )
         print(f"(b) server, native endpoint:        {through:>12,.0f} points/s")
         print(f"    ratio b/a:                      {through / baseline:>12.2f}")
         per_point, stored = asyncio.run(bytes_per_point(url))
-        print(f"    bytes on disk per point:        {per_point:>12.1f} ({stored:,} points)")
+        print(
+            f"    bytes on disk per point:        {per_point:>12.1f} ({stored:,} points)"
+        )
         native_s, paged_pps, client_pps = read_series(
             server.url, run_ids[0], args.series_points
         )

@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-
 from runstream.ingest.context import SETTINGS, STORE, TELEMETRY, WRITER
 from runstream.ingest.routes import experiments, metrics, native, probes, runs
 from runstream.ingest.routes.wire import error_middleware

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-
 from runstream.ingest import validation
 from runstream.ingest.errors import InvalidParameter
 
@@ -207,8 +206,10 @@ def _int_column(field: str, column: list) -> np.ndarray:
         raise InvalidParameter(f"{field} must hold integers") from None
     if array.dtype.kind == "i":
         return array.astype(np.int64, copy=False)
-    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(
-        array == np.floor(array)
+    if (
+        array.dtype.kind == "f"
+        and np.all(np.isfinite(array))
+        and np.all(array == np.floor(array))
     ):
         return array.astype(np.int64)
     if array.dtype.kind == "u" and (len(array) == 0 or int(array.max()) < 2**63):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-
 from runstream.ingest.settings import ServerSettings
 from runstream.ingest.store import Store
 from runstream.ingest.telemetry import Telemetry

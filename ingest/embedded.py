@@ -213,8 +213,14 @@ def _ensure_system_user() -> pwd.struct_passwd:
     except KeyError:
         pass
     subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-         PG_SYSTEM_USER],
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            PG_SYSTEM_USER,
+        ],
         check=True,
         capture_output=True,
     )

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
-
 from runstream.ingest.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -85,9 +84,7 @@ async def migrate(connection: asyncpg.Connection) -> int:
                     migration.version,
                     migration.name,
                 )
-            logger.info(
-                "applied migration %04d_%s", migration.version, migration.name
-            )
+            logger.info("applied migration %04d_%s", migration.version, migration.name)
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return latest

@@ -16,7 +16,6 @@ import signal
 import sys
 
 from aiohttp import web
-
 from runstream.ingest.app import create_app
 from runstream.ingest.embedded import EmbeddedPostgres, default_data_dir
 from runstream.ingest.schema import migrate

@@ -133,7 +133,9 @@ def parse_double(field: str, value: object) -> float:
 
 def check_experiment_name(field: str, name: object) -> str:
     if not isinstance(name, str) or name.strip() == "":
-        raise InvalidParameter(f"{field} must be a non-empty string, got {_short(name)}")
+        raise InvalidParameter(
+            f"{field} must be a non-empty string, got {_short(name)}"
+        )
     if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
         raise InvalidParameter(
             f"{field} has {len(name)} characters, at most "

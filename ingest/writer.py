@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import numpy as np
-
 from runstream.ingest import encoding
 from runstream.ingest.errors import Overloaded, StoreError
 from runstream.ingest.telemetry import Telemetry
@@ -35,8 +34,16 @@ from runstream.ingest.telemetry import Telemetry
 logger = logging.getLogger(__name__)
 
 _CHUNK_COLUMNS = (
-    "run_num", "key_id", "batch_num", "label", "n",
-    "min_step", "max_step", "steps", "timestamps", "vals",
+    "run_num",
+    "key_id",
+    "batch_num",
+    "label",
+    "n",
+    "min_step",
+    "max_step",
+    "steps",
+    "timestamps",
+    "vals",
 )
 _RECORD_BATCHES = """
     INSERT INTO applied_batches (batch_id) SELECT unnest($1::uuid[])
@@ -188,7 +195,9 @@ class Writer:
         the batch is still committed; a retry with its id writes nothing.
         """
         if self._closing:
-            raise Overloaded("the server is shutting down", retry_after=self._retry_after)
+            raise Overloaded(
+                "the server is shutting down", retry_after=self._retry_after
+            )
         if self._queued_points and (
             self._queued_points + batch.points > self._max_queue_points
         ):
@@ -301,8 +310,18 @@ def _rows(
     for batch_id, batch_num in fresh.items():
         for s in batches[batch_id].series:
             records.append(
-                (s.run_num, s.key_id, batch_num, s.label, s.n, s.min_step,
-                 s.max_step, s.steps, s.timestamps, s.values)
+                (
+                    s.run_num,
+                    s.key_id,
+                    batch_num,
+                    s.label,
+                    s.n,
+                    s.min_step,
+                    s.max_step,
+                    s.steps,
+                    s.timestamps,
+                    s.values,
+                )
             )
             series = (s.run_num, s.key_id)
             if series not in latest or _later(s.latest, latest[series]):

@@ -19,9 +19,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from runstream.ingest.embedded import EmbeddedPostgres
 from runstream.ingest.schema import migrate
+
 from tests.servers import ServerProcess
 
 # The real mlflow client must not phone home from tests.
@@ -114,7 +114,9 @@ def database_url(make_database) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One real server for the session, on 127.0.0.1 and a free port."""
     artifacts = tmp_path_factory.mktemp("artifacts")
     process = ServerProcess(database_url, artifacts_root=artifacts)

@@ -44,10 +44,18 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         command = [
-            sys.executable, "-m", "runstream.cli.main", "server",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--db", self.database_url,
-            "--artifacts-root", str(self.artifacts_root),
+            sys.executable,
+            "-m",
+            "runstream.cli.main",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db",
+            self.database_url,
+            "--artifacts-root",
+            str(self.artifacts_root),
             *self.extra_args,
         ]
         log = open(self.log_path, "ab")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-
 from runstream.ingest import validation
 from runstream.ingest.context import STORE
 from runstream.ingest.routes.wire import (
-    add_rpc, as_list, fields, json_response, required,
+    add_rpc,
+    as_list,
+    fields,
+    json_response,
+    required,
 )
 
 _VIEW_TYPES = {"ACTIVE_ONLY", "DELETED_ONLY", "ALL"}

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
-
 from runstream.ingest import validation
 from runstream.ingest.batch import Batch, Series
 from runstream.ingest.context import STORE, WRITER
@@ -15,7 +14,12 @@ from runstream.ingest.errors import InvalidParameter
 from runstream.ingest.pipeline import commit_batch, content_batch_id
 from runstream.ingest.routes.runs import params_of, tags_of
 from runstream.ingest.routes.wire import (
-    add_rpc, as_list, fields, json_response, required, run_id_of,
+    add_rpc,
+    as_list,
+    fields,
+    json_response,
+    required,
+    run_id_of,
 )
 from runstream.ingest.store.metrics import check_max_results
 
@@ -171,6 +175,4 @@ def setup_routes(app: web.Application) -> None:
     add_rpc(app, "POST", "/runs/log-metric", log_metric)
     add_rpc(app, "POST", "/runs/log-batch", log_batch)
     add_rpc(app, "GET", "/metrics/get-history", get_history)
-    add_rpc(
-        app, "GET", "/metrics/get-history-bulk-interval", get_history_bulk_interval
-    )
+    add_rpc(app, "GET", "/metrics/get-history-bulk-interval", get_history_bulk_interval)

@@ -1,11 +1,11 @@
 """runstream's native endpoints: columnar batches in, whole series out.
 
-    POST /api/runstream/v1/batches   a batch (ingest/batch.py) -> after COMMIT
-                                     {"batch_id", "points", "duplicate"}
-    GET  /api/runstream/v1/series    ?run_id=&key=[&label=] -> the whole series
-                                     as columns, in step order; JSON, or the
-                                     binary layout of a batch's columns when
-                                     Accept is application/vnd.runstream.series
+POST /api/runstream/v1/batches   a batch (ingest/batch.py) -> after COMMIT
+                                 {"batch_id", "points", "duplicate"}
+GET  /api/runstream/v1/series    ?run_id=&key=[&label=] -> the whole series
+                                 as columns, in step order; JSON, or the
+                                 binary layout of a batch's columns when
+                                 Accept is application/vnd.runstream.series
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import struct
 import numpy as np
 import orjson
 from aiohttp import web
-
 from runstream.ingest.batch import parse_batch
 from runstream.ingest.context import STORE, WRITER
 from runstream.ingest.pipeline import commit_batch
@@ -31,7 +30,11 @@ async def post_batch(request: web.Request) -> web.Response:
     batch = parse_batch(body, request.content_type if request.body_exists else "")
     duplicate = await commit_batch(request.app[STORE], request.app[WRITER], batch)
     return json_response(
-        {"batch_id": str(batch.batch_id), "points": batch.points, "duplicate": duplicate}
+        {
+            "batch_id": str(batch.batch_id),
+            "points": batch.points,
+            "duplicate": duplicate,
+        }
     )
 
 

@@ -6,7 +6,6 @@ from importlib.metadata import version
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from runstream.ingest.context import TELEMETRY, WRITER
 from runstream.ingest.routes.wire import json_response
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-
 from runstream.ingest import validation
 from runstream.ingest.context import STORE
 from runstream.ingest.errors import InvalidParameter
 from runstream.ingest.routes.experiments import view_type
 from runstream.ingest.routes.wire import (
-    add_rpc, as_list, fields, json_response, required, run_id_of,
+    add_rpc,
+    as_list,
+    fields,
+    json_response,
+    required,
+    run_id_of,
 )
 
 
-def pairs(
-    raw: object, field: str, *, max_value_length: int
-) -> list[tuple[str, str]]:
+def pairs(raw: object, field: str, *, max_value_length: int) -> list[tuple[str, str]]:
     """Params or tags: a list of {key, value}, checked against MLflow's rules."""
     result = []
     for index, item in enumerate(as_list(raw)):
@@ -122,14 +124,18 @@ async def set_tag(request: web.Request) -> web.Response:
 
 async def delete_tag(request: web.Request) -> web.Response:
     body = await fields(request)
-    await request.app[STORE].runs.delete_tag(run_id_of(body), str(required(body, "key")))
+    await request.app[STORE].runs.delete_tag(
+        run_id_of(body), str(required(body, "key"))
+    )
     return json_response({})
 
 
 async def log_inputs(request: web.Request) -> web.Response:
     body = await fields(request)
     run_id = run_id_of(body)
-    datasets = [_dataset_input(i, item) for i, item in enumerate(as_list(body.get("datasets")))]
+    datasets = [
+        _dataset_input(i, item) for i, item in enumerate(as_list(body.get("datasets")))
+    ]
     if datasets:
         await request.app[STORE].runs.log_inputs(run_id, datasets)
     else:

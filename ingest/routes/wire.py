@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
 from runstream.ingest.errors import (
     InvalidParameter,
     Overloaded,
@@ -97,7 +96,9 @@ def error_body(error: RunstreamError) -> bytes:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
     """The HTTP boundary: our errors become MLflow's JSON errors; bugs become 500s."""
     try:
         return await handler(request)
@@ -128,7 +129,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             )
         raise
     except Exception:
-        logger.exception("%s %s failed with an unexpected error", request.method, request.path)
+        logger.exception(
+            "%s %s failed with an unexpected error", request.method, request.path
+        )
         return web.Response(
             body=orjson.dumps(
                 {"error_code": "INTERNAL_ERROR", "message": "internal server error"}

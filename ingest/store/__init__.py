@@ -9,7 +9,6 @@ from __future__ import annotations
 from types import TracebackType
 
 import asyncpg
-
 from runstream.ingest.errors import ConfigurationError
 from runstream.ingest.schema import migrate
 from runstream.ingest.store.experiments import ExperimentStore

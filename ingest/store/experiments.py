@@ -11,8 +11,12 @@ from typing import Any
 
 import asyncpg
 import orjson
-
-from runstream.ingest.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound
+from runstream.ingest.errors import (
+    AlreadyExists,
+    InvalidParameter,
+    InvalidState,
+    NotFound,
+)
 from runstream.ingest.store import paging
 from runstream.ingest.store.search import experiments_query
 
@@ -107,7 +111,10 @@ class ExperimentStore:
         ids = [row[0] for row in await self._pool.fetch(query.sql, *query.args)]
         token = paging.next_token(offset, max_results, len(ids))
         ids = ids[:max_results]
-        by_id = {e["experiment_id"]: e for e in await self._load("e.experiment_id = ANY($1)", ids)}
+        by_id = {
+            e["experiment_id"]: e
+            for e in await self._load("e.experiment_id = ANY($1)", ids)
+        }
         return [by_id[str(i)] for i in ids], token
 
     async def update_name(self, experiment_id: int, new_name: str) -> None:
@@ -124,9 +131,7 @@ class ExperimentStore:
                 now_ms(),
             )
         except asyncpg.UniqueViolationError:
-            raise AlreadyExists(
-                f"Experiment(name={new_name}) already exists"
-            ) from None
+            raise AlreadyExists(f"Experiment(name={new_name}) already exists") from None
 
     async def set_lifecycle(self, experiment_id: int, stage: str) -> None:
         """Delete (soft) or restore an experiment together with its runs."""

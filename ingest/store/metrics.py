@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 import numpy as np
-
 from runstream.ingest import encoding
 from runstream.ingest.errors import InvalidParameter, InvalidState, NotFound
 from runstream.ingest.protojson import double
@@ -235,14 +234,20 @@ def _decode(rows: list[asyncpg.Record]) -> Columns:
         steps.append(encoding.decode_ints(row["steps"], n))
         timestamps.append(encoding.decode_ints(row["timestamps"], n))
         values.append(encoding.decode_floats(row["vals"], n))
-    return Columns(np.concatenate(steps), np.concatenate(timestamps), np.concatenate(values))
+    return Columns(
+        np.concatenate(steps), np.concatenate(timestamps), np.concatenate(values)
+    )
 
 
 def _take(columns: Columns, index: np.ndarray) -> Columns:
-    return Columns(columns.steps[index], columns.timestamps[index], columns.values[index])
+    return Columns(
+        columns.steps[index], columns.timestamps[index], columns.values[index]
+    )
 
 
-def _mlflow_points(key: str, columns: Columns, start: int, end: int) -> list[dict[str, Any]]:
+def _mlflow_points(
+    key: str, columns: Columns, start: int, end: int
+) -> list[dict[str, Any]]:
     steps = columns.steps[start:end].tolist()
     timestamps = columns.timestamps[start:end].tolist()
     values = columns.values[start:end].tolist()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 import orjson
-
 from runstream.ingest.errors import InvalidParameter
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-
 from runstream.ingest.errors import InvalidParameter, InvalidState, NotFound
 from runstream.ingest.protojson import double
 from runstream.ingest.store import names, paging
@@ -217,7 +216,9 @@ class RunStore:
         by_num = {run.pop("_run_num"): run for run in loaded}
         return [by_num[n] for n in run_nums], token
 
-    async def _load_runs(self, condition: str, argument: object) -> list[dict[str, Any]]:
+    async def _load_runs(
+        self, condition: str, argument: object
+    ) -> list[dict[str, Any]]:
         """Runs with their latest metrics, params, tags and inputs, in few queries."""
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(

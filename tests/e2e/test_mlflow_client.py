@@ -134,8 +134,10 @@ def test_search_runs_filters_orders_and_pages(client: MlflowClient) -> None:
     pages, token = [], None
     while True:
         page = client.search_runs(
-            [experiment_id], order_by=["params.depth ASC", "metrics.loss ASC"],
-            max_results=3, page_token=token,
+            [experiment_id],
+            order_by=["params.depth ASC", "metrics.loss ASC"],
+            max_results=3,
+            page_token=token,
         )
         pages.append([r.info.run_name for r in page])
         token = page.token
@@ -189,10 +191,14 @@ def test_experiment_lifecycle(client: MlflowClient) -> None:
 
     client.delete_experiment(experiment_id)
     assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
-    names = [e.name for e in client.search_experiments(filter_string=f"name LIKE '{name}%'")]
+    names = [
+        e.name for e in client.search_experiments(filter_string=f"name LIKE '{name}%'")
+    ]
     assert names == []
     client.restore_experiment(experiment_id)
-    names = [e.name for e in client.search_experiments(filter_string=f"name LIKE '{name}%'")]
+    names = [
+        e.name for e in client.search_experiments(filter_string=f"name LIKE '{name}%'")
+    ]
     assert names == [name + "-renamed"]
 
 
@@ -218,8 +224,13 @@ def test_default_experiment_exists(client: MlflowClient) -> None:
         (lambda c, r: c.get_experiment("424242"), "RESOURCE_DOES_NOT_EXIST"),
     ],
     ids=[
-        "unknown-run", "metric-unknown-run", "param-conflict", "long-key",
-        "path-key", "long-param", "unknown-experiment",
+        "unknown-run",
+        "metric-unknown-run",
+        "param-conflict",
+        "long-key",
+        "path-key",
+        "long-param",
+        "unknown-experiment",
     ],
 )
 def test_bad_input_gets_mlflow_error_codes(client: MlflowClient, action, code) -> None:  # type: ignore[no-untyped-def]

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from runstream.ingest import encoding
 
 INTS = {
     "linear": np.arange(0, 5000, 5, dtype=np.int64),
     "single": np.array([42], dtype=np.int64),
-    "offsets": 1_700_000_000_000 + np.cumsum(np.random.default_rng(1).integers(0, 40, 999)),
+    "offsets": 1_700_000_000_000
+    + np.cumsum(np.random.default_rng(1).integers(0, 40, 999)),
     "wide": np.array([0, 2**40, -(2**50), 7], dtype=np.int64),
     "negative": np.array([-5, -3, 10, 2], dtype=np.int64),
 }
 FLOATS = {
     "float64": np.random.default_rng(2).random(1000),
-    "float32": np.random.default_rng(3).random(1000).astype(np.float32).astype(np.float64),
+    "float32": np.random.default_rng(3)
+    .random(1000)
+    .astype(np.float32)
+    .astype(np.float64),
     "special": np.array([np.nan, np.inf, -np.inf, -0.0, 1e308, 5e-324]),
 }
 

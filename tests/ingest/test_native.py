@@ -24,8 +24,12 @@ def binary_body(batch_id: str, series: list[dict]) -> bytes:
         {
             "batch_id": batch_id,
             "series": [
-                {"run_id": s["run_id"], "key": s["key"], "label": s.get("label"),
-                 "n": len(s["values"])}
+                {
+                    "run_id": s["run_id"],
+                    "key": s["key"],
+                    "label": s.get("label"),
+                    "n": len(s["values"]),
+                }
                 for s in series
             ],
         }
@@ -40,8 +44,13 @@ def binary_body(batch_id: str, series: list[dict]) -> bytes:
     return b"".join(parts)
 
 
-def series(run_id: str, key: str, steps: list[int], values: list[float] | None = None,
-           label: str | None = None) -> dict:
+def series(
+    run_id: str,
+    key: str,
+    steps: list[int],
+    values: list[float] | None = None,
+    label: str | None = None,
+) -> dict:
     return {
         "run_id": run_id,
         "key": key,
@@ -172,11 +181,19 @@ async def test_labels_split_a_series_but_mlflow_sees_it_whole(native: Native) ->
 @pytest.mark.parametrize(
     ("mutate", "status", "fragment"),
     [
-        (lambda s: s.update(values=s["values"][:-1]), 400, "series[0].steps has 3 items, values has 2"),
+        (
+            lambda s: s.update(values=s["values"][:-1]),
+            400,
+            "series[0].steps has 3 items, values has 2",
+        ),
         (lambda s: s.update(key="bad key!"), 400, "series[0].key"),
         (lambda s: s.update(key="k" * 251), 400, "series[0].key has 251 characters"),
         (lambda s: s.update(values=[1.0, "x", 2.0]), 400, "series[0].values[1]"),
-        (lambda s: s.update(steps=[0, 1.5, 2]), 400, "series[0].steps must hold integers"),
+        (
+            lambda s: s.update(steps=[0, 1.5, 2]),
+            400,
+            "series[0].steps must hold integers",
+        ),
         (lambda s: s.update(run_id="0" * 32), 404, "series[0].run_id"),
     ],
     ids=["lengths", "key-chars", "key-length", "value", "step", "missing-run"],
@@ -226,8 +243,10 @@ async def test_full_queue_answers_503_with_retry_after(make_database, tmp_path) 
             bodies = [
                 binary_body(
                     str(uuid.uuid4()),
-                    [series(run_id, f"k{k}", list(range(i * 100, i * 100 + 100)))
-                     for k in range(10)],
+                    [
+                        series(run_id, f"k{k}", list(range(i * 100, i * 100 + 100)))
+                        for k in range(10)
+                    ],
                 )
                 for i in range(40)
             ]

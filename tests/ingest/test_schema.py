@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from runstream.ingest.errors import ConfigurationError
 from runstream.ingest.schema import load_migrations, migrate
 
@@ -21,9 +20,12 @@ async def test_a_current_database_starts_unchanged(make_database) -> None:  # ty
         after = await connection.fetch("SELECT * FROM schema_migrations")
         assert version == load_migrations()[-1].version
         assert before == after
-        assert await connection.fetchval(
-            "SELECT name FROM experiments WHERE experiment_id = 0"
-        ) == "Default"
+        assert (
+            await connection.fetchval(
+                "SELECT name FROM experiments WHERE experiment_id = 0"
+            )
+            == "Default"
+        )
     finally:
         await connection.close()
 

@@ -48,9 +48,19 @@ def test_data_dir_behind_a_closed_folder_is_refused(tmp_path: Path) -> None:
     closed.mkdir(mode=0o700)
 
     result = subprocess.run(
-        [sys.executable, "-m", "runstream.cli.main", "server",
-         "--port", str(free_port()), "--data-dir", str(closed / "pg")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "runstream.cli.main",
+            "server",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(closed / "pg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode == 2
@@ -85,8 +95,16 @@ def test_without_db_url_the_embedded_postgres_is_used(open_folder: Path) -> None
     tmp_path = open_folder
     port = free_port()
     command = [
-        sys.executable, "-m", "runstream.cli.main", "server", "--port", str(port),
-        "--data-dir", str(tmp_path / "pg"), "--artifacts-root", str(tmp_path / "a"),
+        sys.executable,
+        "-m",
+        "runstream.cli.main",
+        "server",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "pg"),
+        "--artifacts-root",
+        str(tmp_path / "a"),
     ]
     log = tmp_path / "server.log"
     with open(log, "wb") as out:

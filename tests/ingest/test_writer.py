@@ -8,7 +8,6 @@ import uuid
 import asyncpg
 import numpy as np
 import pytest
-
 from runstream.ingest.errors import StoreError
 from runstream.ingest.telemetry import Telemetry
 from runstream.ingest.writer import EncodedSeries, ResolvedBatch, Writer, latest_point
@@ -107,7 +106,8 @@ async def test_same_batch_twice_in_one_group_is_applied_once(
 async def test_close_commits_what_is_queued(pool: asyncpg.Pool, writer: Writer) -> None:
     run_num, key_id = await new_series(pool)
     pending = [
-        asyncio.ensure_future(writer.write(batch(run_num, key_id, [i]))) for i in range(50)
+        asyncio.ensure_future(writer.write(batch(run_num, key_id, [i])))
+        for i in range(50)
     ]
     await asyncio.sleep(0)
 
