@@ -6,8 +6,17 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from runstream.ingest.context import SETTINGS, STORE, TELEMETRY, WRITER
-from runstream.ingest.routes import experiments, metrics, native, probes, runs
+from runstream.ingest.artifacts import ArtifactStore
+from runstream.ingest.context import ARTIFACTS, SETTINGS, STORE, TELEMETRY, WRITER
+from runstream.ingest.embedded import default_data_dir
+from runstream.ingest.routes import (
+    artifacts,
+    experiments,
+    metrics,
+    native,
+    probes,
+    runs,
+)
 from runstream.ingest.routes.wire import error_middleware
 from runstream.ingest.settings import ServerSettings
 from runstream.ingest.store import Store
@@ -36,8 +45,10 @@ def create_app(settings: ServerSettings, database_url: str) -> web.Application:
         retry_after=settings.retry_after_seconds,
         telemetry=app[TELEMETRY],
     )
+    root = settings.artifacts_root or default_data_dir().parent / "artifacts"
+    app[ARTIFACTS] = ArtifactStore(root)
     app.cleanup_ctx.append(_store_and_writer)
-    for module in (probes, experiments, runs, metrics, native):
+    for module in (probes, experiments, runs, metrics, native, artifacts):
         module.setup_routes(app)
     return app
 

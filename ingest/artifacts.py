@@ -124,6 +124,10 @@ class ArtifactStore:
         or goes through a file.
         """
         relative = check_path(path)
+        if relative.name.startswith(UPLOAD_PREFIX):
+            raise InvalidParameter(
+                f"Invalid path: {path!r} starts with the reserved {UPLOAD_PREFIX!r}"
+            )
         upload = await asyncio.to_thread(self._begin_upload, path, relative)
 
         try:
@@ -174,6 +178,9 @@ class ArtifactStore:
         Blocking: call it from a worker thread. Raises InvalidParameter when
         the target lies outside the root.
         """
+        # A symlink swapped in between this check and the file operation
+        # that follows is not caught; only someone who writes the root
+        # directly could do that, since the routes never create symlinks.
         with _refusals(path):
             root = Path(os.path.realpath(self.root))
             target = Path(os.path.realpath(root / relative))
@@ -209,9 +216,8 @@ class ArtifactStore:
         for entry in entries:
             if entry.name.startswith(UPLOAD_PREFIX):
                 continue
-            if entry.is_symlink():
-                if not Path(os.path.realpath(entry.path)).is_relative_to(root):
-                    continue
+            if entry.is_symlink() and not _inside(entry.path, root):
+                continue
             try:
                 if entry.is_dir():
                     files.append({"path": entry.name, "is_dir": True})
@@ -245,7 +251,9 @@ class ArtifactReader:
     A file replaced meanwhile is still read whole as it was when opened.
     """
 
-    def __init__(self, store: ArtifactStore, path: str, relative: PurePosixPath) -> None:
+    def __init__(
+        self, store: ArtifactStore, path: str, relative: PurePosixPath
+    ) -> None:
         self.store = store
         self.path = path
         self.relative = relative
@@ -337,6 +345,10 @@ class _Upload:
                     self.temporary,
                     exc_info=True,
                 )
+
+
+def _inside(path: str, root: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(root)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -87,10 +87,20 @@ async def _serve_until_signal(settings: ServerSettings, url: str) -> None:
     )
     await site.start()
     logger.info("listening on http://%s:%s", settings.host, settings.port)
+    if settings.detect_blocking:
+        _detect_blocking()
     await stop.wait()
     logger.info("stopping: finishing requests in flight")
     await runner.cleanup()
     logger.info("stopped")
+
+
+def _detect_blocking() -> None:
+    """From here on, a blocking call in the event loop raises (and fails its request)."""
+    from blockbuster import BlockBuster
+
+    BlockBuster(scanned_modules=["runstream.ingest"]).activate()
+    logger.info("blocking calls in the event loop will fail")
 
 
 def _worker(settings: ServerSettings, url: str) -> None:

@@ -43,3 +43,7 @@ class ServerSettings(BaseSettings):
     access_log: bool = Field(
         default=False, description="log every request (costly at high request rates)"
     )
+    detect_blocking: bool = Field(
+        default=False,
+        description="fail any blocking call in the event loop (blockbuster; tests)",
+    )

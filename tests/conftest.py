@@ -125,6 +125,7 @@ def server(
         yield process
     finally:
         process.stop()
+    assert process.blocking_calls() == [], "the server blocked its event loop"
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ class ServerProcess:
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env={**os.environ, "RUNSTREAM_DETECT_BLOCKING": "true", **self.env},
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -92,6 +92,14 @@ class ServerProcess:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+
+    def blocking_calls(self) -> list[str]:
+        """Lines of the server log that report a blocking call in the event loop."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if "BlockingError" in line]
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM and wait; returns the exit code."""

@@ -13,13 +13,11 @@ import logging
 from urllib.parse import quote
 
 from aiohttp import web
-
-from runstream.ingest.artifacts import ArtifactStore
+from runstream.ingest.context import ARTIFACTS
+from runstream.ingest.errors import InvalidParameter
 from runstream.ingest.routes.wire import json_response
 
 logger = logging.getLogger(__name__)
-
-ARTIFACTS = web.AppKey("artifacts", ArtifactStore)
 
 ARTIFACT_PREFIXES = (
     "/api/2.0/mlflow-artifacts/artifacts",
@@ -29,8 +27,15 @@ ARTIFACT_PREFIXES = (
 
 async def upload(request: web.Request) -> web.Response:
     """PUT <path>: the raw body becomes the file; answers ``{}``."""
-    store = request.app[ARTIFACTS]
-    await store.put(request.match_info["path"], request.content.iter_any())
+    # No limit on the size of a file: client_max_size bounds only bodies
+    # read whole, and no setting for artifact sizes exists yet.
+    store, path = request.app[ARTIFACTS], request.match_info["path"]
+    try:
+        await store.put(path, request.content.iter_any())
+    except ConnectionResetError as exc:
+        # The client left mid-body; put has removed the partial file. A 400,
+        # not a logged 500: nothing failed on our side.
+        raise InvalidParameter(f"upload of {path!r} ended early: {exc}") from exc
     return json_response({})
 
 
@@ -85,9 +90,15 @@ def attachment(name: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+# Any character, newlines included, so that a path with a control character
+# reaches check_path and is refused as invalid rather than unrouted.
+_PATH = r"/{path:[\s\S]+}"
+
+
 def setup_routes(app: web.Application) -> None:
+    """Mount the proxy routes; the app must hold an ArtifactStore at ARTIFACTS."""
     for prefix in ARTIFACT_PREFIXES:
         app.router.add_get(prefix, list_folder, allow_head=False)
-        app.router.add_put(prefix + "/{path:.+}", upload)
-        app.router.add_get(prefix + "/{path:.+}", download, allow_head=False)
-        app.router.add_delete(prefix + "/{path:.+}", delete)
+        app.router.add_put(prefix + _PATH, upload)
+        app.router.add_get(prefix + _PATH, download, allow_head=False)
+        app.router.add_delete(prefix + _PATH, delete)

@@ -9,6 +9,7 @@ import struct
 import uuid
 
 import aiohttp
+import asyncpg
 import numpy as np
 import orjson
 import pytest
@@ -230,37 +231,44 @@ async def test_batch_for_a_deleted_run_is_refused(native: Native) -> None:
 
 
 async def test_full_queue_answers_503_with_retry_after(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = make_database()
     server = ServerProcess(
-        make_database(),
+        url,
         artifacts_root=tmp_path,
         env={"RUNSTREAM_MAX_QUEUE_POINTS": "1000", "RUNSTREAM_WRITER_CONNECTIONS": "1"},
     )
     server.start()
+    blocker = await asyncpg.connect(url)
     try:
         async with aiohttp.ClientSession() as session:
             native = Native(session, server.url)
             run_id = await native.create_run()
             bodies = [
                 binary_body(
-                    str(uuid.uuid4()),
-                    [
-                        series(run_id, f"k{k}", list(range(i * 100, i * 100 + 100)))
-                        for k in range(10)
-                    ],
+                    str(uuid.uuid4()), [series(run_id, "k", list(range(i, 1000 + i)))]
                 )
-                for i in range(40)
+                for i in range(3)
             ]
+            # Hold the writer inside its first commit, so the next batch
+            # waits in the queue and fills it.
+            hold = blocker.transaction()
+            await hold.start()
+            await blocker.execute("LOCK TABLE applied_batches IN EXCLUSIVE MODE")
+            first = asyncio.create_task(native.post(bodies[0]))
+            await asyncio.sleep(0.5)
+            second = asyncio.create_task(native.post(bodies[1]))
+            await asyncio.sleep(0.5)
 
-            replies = await asyncio.gather(*(native.post(b) for b in bodies))
+            status, reply, headers = await native.post(bodies[2])
 
-            refused = [r for r in replies if r[0] == 503]
-            accepted = [r for r in replies if r[0] == 200]
-            assert refused, "a 1000-point queue should refuse some of 40 batches"
-            assert all(r[2].get("Retry-After") == "1" for r in refused)
-            assert all(r[1]["error_code"] == "TEMPORARILY_UNAVAILABLE" for r in refused)
-            stored = await native.read(run_id, "k0")
-            assert len(stored["steps"]) == 100 * len(accepted)
+            assert status == 503
+            assert headers.get("Retry-After") == "1"
+            assert reply["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            await hold.rollback()
+            assert (await first)[0] == 200 and (await second)[0] == 200
+            assert len((await native.read(run_id, "k"))["steps"]) == 2000
     finally:
+        await blocker.close()
         server.stop()
 
 
