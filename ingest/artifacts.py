@@ -264,7 +264,13 @@ class ArtifactReader:
         self._file: BinaryIO | None = None
 
     async def __aenter__(self) -> ArtifactReader:
-        await asyncio.to_thread(self._open)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open))
+        try:
+            await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread finishes the open regardless; close what it opens.
+            opening.add_done_callback(lambda _: self._close())
+            raise
         return self
 
     async def __aexit__(
@@ -273,8 +279,14 @@ class ArtifactReader:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        # Closing a file opened for reading does not wait on the disk, so it
+        # runs in the event loop: a thread hop here could be cancelled and
+        # leak the descriptor.
         if self._file is not None:
-            await asyncio.to_thread(self._file.close)
+            self._file.close()
             self._file = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
