@@ -18,6 +18,7 @@ from runstream.ingest.routes import (
     runs,
 )
 from runstream.ingest.routes.wire import error_middleware
+from runstream.ingest.security import add_security_headers, security_middleware
 from runstream.ingest.settings import ServerSettings
 from runstream.ingest.store import Store
 from runstream.ingest.telemetry import Telemetry
@@ -28,9 +29,19 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: ServerSettings, database_url: str) -> web.Application:
     """A tracking server app on ``database_url``; the store and writer start with it."""
+    # The middleware chain, outermost first: refuse what the browser
+    # protections refuse before anything else runs, then map errors.
+    middlewares = [
+        security_middleware(
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.cors_allowed_origins,
+        ),
+        error_middleware,
+    ]
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.max_body_bytes
+        middlewares=middlewares, client_max_size=settings.max_body_bytes
     )
+    app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = settings
     app[TELEMETRY] = Telemetry()
     app[STORE] = Store(

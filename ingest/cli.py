@@ -29,6 +29,16 @@ import click
     help="folder behind the mlflow-artifacts proxy",
 )
 @click.option("--workers", type=int, default=None, help="server processes [1]")
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    help="comma-separated Host names to accept besides local and private ones",
+)
+@click.option(
+    "--cors-allowed-origins",
+    default=None,
+    help="comma-separated origins whose pages may write to the API",
+)
 def server_command(**options: object) -> None:
     """Start the tracking server (MLflow's REST API plus the native batch endpoint)."""
     from runstream.ingest.errors import ConfigurationError
@@ -37,6 +47,9 @@ def server_command(**options: object) -> None:
 
     _configure_logging()
     given = {k: v for k, v in options.items() if v is not None}
+    for name in ("allowed_hosts", "cors_allowed_origins"):
+        if name in given:
+            given[name] = [part.strip() for part in str(given[name]).split(",") if part]
     settings = ServerSettings(**given)
     try:
         code = run(settings)

@@ -30,6 +30,14 @@ class ServerSettings(BaseSettings):
         description="URI prefix of new experiments' artifact locations",
     )
     workers: int = Field(default=1, ge=1, le=64)
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names accepted besides local and private ones; * for any",
+    )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins whose pages may write to the API; * for any",
+    )
 
     # The writer: how many transactions run at once, and its bounds.
     writer_connections: int = Field(default=2, ge=1, le=32)
