@@ -323,7 +323,12 @@ def main() -> int:
     if url is None:
         cluster = EmbeddedPostgres(folder / "pg")
         url = cluster.start()
-    server = ServerProcess(url, artifacts_root=folder / "artifacts")
+    # The blocking-call guard of the tests costs time on every request.
+    server = ServerProcess(
+        url,
+        artifacts_root=folder / "artifacts",
+        env={"RUNSTREAM_DETECT_BLOCKING": "false"},
+    )
     try:
         baseline = asyncio.run(copy_baseline(url, args.points))
         print(f"(a) raw COPY, 2 connections:        {baseline:>12,.0f} points/s")

@@ -47,19 +47,20 @@ class MetricStore:
 
     async def key_ids(self, keys: list[str]) -> dict[str, int]:
         """Ids of metric keys, interning new ones; cached forever (keys never change)."""
-        missing = [k for k in set(keys) if k not in self._key_ids]
+        missing = sorted({k for k in keys if k not in self._key_ids})
         if missing:
-            rows = await self._pool.fetch(
-                """
-                WITH new AS (
-                    INSERT INTO metric_keys (key) SELECT unnest($1::text[])
-                    ON CONFLICT (key) DO NOTHING RETURNING key, key_id)
-                SELECT key, key_id FROM new
-                UNION ALL
-                SELECT key, key_id FROM metric_keys WHERE key = ANY($1)
-                """,
-                sorted(missing),
-            )
+            # Two statements: an INSERT that meets a concurrent insert of the
+            # same key waits for it to commit, so the SELECT after it sees
+            # every key, whoever inserted it.
+            async with self._pool.acquire() as connection:
+                await connection.execute(
+                    "INSERT INTO metric_keys (key) SELECT unnest($1::text[]) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    missing,
+                )
+                rows = await connection.fetch(
+                    "SELECT key, key_id FROM metric_keys WHERE key = ANY($1)", missing
+                )
             for row in rows:
                 self._key_ids[row["key"]] = row["key_id"]
         return {k: self._key_ids[k] for k in keys}

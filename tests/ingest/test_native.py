@@ -160,6 +160,22 @@ async def test_concurrent_writers_keep_the_latest_by_step(native: Native) -> Non
     assert (await native.read(run_id, "loss"))["steps"] == list(range(2000))
 
 
+async def test_concurrent_first_batches_of_a_new_key_all_commit(native: Native) -> None:
+    runs = [await native.create_run() for _ in range(20)]
+    key = f"fresh_{uuid.uuid4().hex[:8]}"
+
+    replies = await asyncio.gather(
+        *(
+            native.post(binary_body(str(uuid.uuid4()), [series(r, key, [0, 1])]))
+            for r in runs
+        )
+    )
+
+    assert [status for status, _, _ in replies] == [200] * 20
+    stored = [len((await native.read(r, key))["steps"]) for r in runs]
+    assert stored == [2] * 20
+
+
 async def test_labels_split_a_series_but_mlflow_sees_it_whole(native: Native) -> None:
     run_id = await native.create_run()
     body = binary_body(
