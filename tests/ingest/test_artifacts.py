@@ -314,7 +314,9 @@ def _read_with_mlflow(
 async def test_mlflow_client_logs_lists_and_downloads_artifacts(
     client: TestClient, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{client.port}")
+    # mlflow.set_tracking_uri (which other tests call) beats the variable.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{client.port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     payload = random.Random(3).randbytes(3 * MIB)
     source = tmp_path / "model.bin"
@@ -323,10 +325,15 @@ async def test_mlflow_client_logs_lists_and_downloads_artifacts(
     destination.mkdir()
 
     # The mlflow client blocks, so it runs in a thread while this loop serves it.
-    run = await asyncio.to_thread(
-        _log_with_mlflow, source, f"artifacts-{os.urandom(4).hex()}"
-    )
-    top, data, local = await asyncio.to_thread(_read_with_mlflow, run, destination)
+    try:
+        run = await asyncio.to_thread(
+            _log_with_mlflow, source, f"artifacts-{os.urandom(4).hex()}"
+        )
+        top, data, local = await asyncio.to_thread(
+            _read_with_mlflow, run, destination
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
 
     stored = root / run.experiment_id / run.run_id / "artifacts"
     assert (
