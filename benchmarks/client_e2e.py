@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,9 +33,8 @@ import numpy as np
 from runstream.client.batch import Series, encode
 from runstream.client.client import AsyncClient
 from runstream.client.transport import Transport
-from runstream.ingest.embedded import EmbeddedPostgres
 
-from tests.servers import ServerProcess
+from benchmarks.setup import database_and_server
 
 LOGGER = """
 import json, os, sys, time
@@ -108,47 +106,34 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="runstream-bench-"))
-    folder.chmod(0o755)
-    cluster = None
-    url = args.db
-    if url is None:
-        cluster = EmbeddedPostgres(folder / "pg")
-        url = cluster.start()
-    # The blocking-call guard of the test servers costs time, and fails
-    # requests; a benchmark measures the server as it is deployed.
-    server = ServerProcess(
-        url,
-        artifacts_root=folder / "artifacts",
-        env={"RUNSTREAM_DETECT_BLOCKING": "false"},
-    )
-    try:
-        server.start()
-        base = asyncio.run(
-            baseline(server.url, args.points, args.keys, args.batch_points)
-        )
-        print(f"(a) pre-encoded batches, one sender: {base:>12,.0f} points/s")
-        result = client_run(server.url, args.points, args.keys, folder / "spool")
-        through = result["acknowledged"] / result["seconds"]
-        calls = args.points / result["logging_seconds"]
-        print(f"(b) fluent log_metric, acknowledged: {through:>12,.0f} points/s")
-        print(f"    ratio b/a:                       {through / base:>12.2f}")
-        print(f"    logging loop alone:              {calls:>12,.0f} calls/s")
-        print(f"    pending after flush:             {result['pending']:>12}")
-        if args.json:
-            args.json.write_text(
-                json.dumps(
-                    {"baseline": base, "client": through, "calls": calls}, indent=2
-                )
+    with database_and_server(args.db) as (url, server):
+        try:
+            server.start()
+            base = asyncio.run(
+                baseline(server.url, args.points, args.keys, args.batch_points)
             )
-    except Exception:
-        print(server.log(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-        if cluster is not None:
-            cluster.close()
-        shutil.rmtree(folder, ignore_errors=True)
+            print(f"(a) pre-encoded batches, one sender: {base:>12,.0f} points/s")
+            result = client_run(
+                server.url,
+                args.points,
+                args.keys,
+                server.artifacts_root.parent / "spool",
+            )
+            through = result["acknowledged"] / result["seconds"]
+            calls = args.points / result["logging_seconds"]
+            print(f"(b) fluent log_metric, acknowledged: {through:>12,.0f} points/s")
+            print(f"    ratio b/a:                       {through / base:>12.2f}")
+            print(f"    logging loop alone:              {calls:>12,.0f} calls/s")
+            print(f"    pending after flush:             {result['pending']:>12}")
+            if args.json:
+                args.json.write_text(
+                    json.dumps(
+                        {"baseline": base, "client": through, "calls": calls}, indent=2
+                    )
+                )
+        except Exception:
+            print(server.log(), file=sys.stderr)
+            raise
     return 0
 
 

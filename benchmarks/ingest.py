@@ -23,10 +23,8 @@ import asyncio
 import json
 import multiprocessing
 import os
-import shutil
 import struct
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -37,9 +35,8 @@ import asyncpg
 import numpy as np
 import orjson
 import psutil
-from runstream.ingest.embedded import EmbeddedPostgres
 
-from tests.servers import ServerProcess
+from benchmarks.setup import database_and_server
 
 BINARY = "application/vnd.runstream.batch"
 
@@ -316,20 +313,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="runstream-bench-"))
-    folder.chmod(0o755)
-    cluster = None
-    url = args.db
-    if url is None:
-        cluster = EmbeddedPostgres(folder / "pg")
-        url = cluster.start()
-    # The blocking-call guard of the tests costs time on every request.
-    server = ServerProcess(
-        url,
-        artifacts_root=folder / "artifacts",
-        env={"RUNSTREAM_DETECT_BLOCKING": "false"},
-    )
-    try:
+    with database_and_server(args.db) as (url, server):
         baseline = asyncio.run(copy_baseline(url, args.points))
         print(f"(a) raw COPY, 2 connections:        {baseline:>12,.0f} points/s")
         server.start()
@@ -345,7 +329,8 @@ def main() -> int:
         print(f"    ratio b/a:                      {through / baseline:>12.2f}")
         per_point, stored = asyncio.run(bytes_per_point(url))
         print(
-            f"    bytes on disk per point:        {per_point:>12.1f} ({stored:,} points)"
+            f"    bytes on disk per point:        {per_point:>12.1f} "
+            f"({stored:,} points)"
         )
         native_s, paged_pps, client_pps = read_series(
             server.url, run_ids[0], args.series_points
@@ -375,11 +360,6 @@ def main() -> int:
         }
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
-    finally:
-        server.stop()
-        if cluster is not None:
-            cluster.close()
-        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

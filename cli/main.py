@@ -1,4 +1,4 @@
-"""The ``runstream`` command: each package contributes its subcommands, loaded lazily."""
+"""The ``runstream`` command; each package contributes its subcommands, lazily."""
 
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ class Spool:
     """The spool folder of this process; thread-safe, created on first append."""
 
     def __init__(self, root: Path, *, label: str = "", segment_bytes: int) -> None:
-        name = f"{label.replace('/', '_') or 'process'}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        prefix = label.replace("/", "_") or "process"
+        name = f"{prefix}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.path = Path(root) / name
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()

@@ -96,7 +96,7 @@ async def _serve_until_signal(settings: ServerSettings, url: str) -> None:
 
 
 def _detect_blocking() -> None:
-    """From here on, a blocking call in the event loop raises (and fails its request)."""
+    """From here on, a blocking call in the event loop raises (failing its request)."""
     from blockbuster import BlockBuster
 
     guard = BlockBuster(scanned_modules=["runstream.ingest"])

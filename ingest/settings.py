@@ -1,4 +1,4 @@
-"""The server's settings: read once at the edge, from options and RUNSTREAM_* variables."""
+"""The server's settings, read once at the edge: options and RUNSTREAM_* variables."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def parse_double(field: str, value: object) -> float:
-    """A double from JSON: a number, "NaN", "Infinity", "-Infinity" or a numeric string."""
+    """A double from JSON: a number, a numeric string, "NaN" or "[-]Infinity"."""
     if isinstance(value, bool):
         raise InvalidParameter(f"{field} must be a number, got {value!r}")
     if isinstance(value, (int, float)):

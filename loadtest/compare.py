@@ -96,12 +96,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         log, ack = r["latency"]["log_call"], r["latency"]["ack"]
         server, postgres = r["resources"]["server"], r["resources"]["postgres"]
         ratio = f"{row['ratio']}x" if row.get("ratio") is not None else ""
+        postgres_rss = (
+            _mib(postgres["peak_rss_bytes"]) if postgres["peak_rss_bytes"] else "n/a"
+        )
         lines.append(
             f"| {row['setup']} | {r['throughput']['acked_per_second']:,.0f} | {ratio} "
             f"| {_us(log['p50'])} / {_us(log['p99'])} / {_us(log['p999'])} "
             f"| {_us(ack['p99']) if ack['count'] else 'n/a'} "
             f"| {server['cpu_seconds']:.1f} | {_mib(server['peak_rss_bytes'])} "
-            f"| {_mib(postgres['peak_rss_bytes']) if postgres['peak_rss_bytes'] else 'n/a'} "
+            f"| {postgres_rss} "
             f"| {r['storage']['bytes_per_point'] or 'n/a'} "
             f"| {r['missing']} | {r['duplicated']} |"
         )

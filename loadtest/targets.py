@@ -351,7 +351,8 @@ async def _metric_tables_size(database_url: str) -> int | None:
     try:
         return int(
             await connection.fetchval(
-                "SELECT sum(pg_total_relation_size(t::regclass)) FROM unnest($1::text[]) t",
+                "SELECT sum(pg_total_relation_size(t::regclass)) "
+                "FROM unnest($1::text[]) t",
                 list(_METRIC_TABLES),
             )
         )

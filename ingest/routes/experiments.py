@@ -10,6 +10,7 @@ from runstream.ingest.routes.wire import (
     as_list,
     fields,
     json_response,
+    page_size,
     required,
 )
 
@@ -69,14 +70,7 @@ async def get_by_name(request: web.Request) -> web.Response:
 
 async def search(request: web.Request) -> web.Response:
     body = await fields(request)
-    max_results = validation.parse_int(
-        "max_results", body.get("max_results", 1000), minimum=1
-    )
-    if max_results > validation.MAX_SEARCH_RESULTS:
-        raise validation.InvalidParameter(
-            f"max_results {max_results} is over the limit of "
-            f"{validation.MAX_SEARCH_RESULTS}"
-        )
+    max_results = page_size(body, default=1000, upper=validation.MAX_SEARCH_RESULTS)
     experiments, token = await request.app[STORE].experiments.search(
         filter_string=str(body.get("filter") or ""),
         order_by=[str(o) for o in as_list(body.get("order_by"))],

@@ -1,4 +1,4 @@
-"""MLflow's metric RPCs: log-metric and log-batch (through the writer) and history reads."""
+"""MLflow's metric RPCs: log-metric and log-batch (via the writer), history reads."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from runstream.ingest.routes.wire import (
     as_list,
     fields,
     json_response,
+    page_size,
     required,
     run_id_of,
 )
@@ -163,14 +164,7 @@ def _dataset_input(index: int, item: Any) -> dict[str, Any]:
 
 async def search(request: web.Request) -> web.Response:
     body = await fields(request)
-    max_results = validation.parse_int(
-        "max_results", body.get("max_results", 1000), minimum=1
-    )
-    if max_results > validation.MAX_SEARCH_RESULTS:
-        raise InvalidParameter(
-            f"max_results {max_results} is over the limit of "
-            f"{validation.MAX_SEARCH_RESULTS}"
-        )
+    max_results = page_size(body, default=1000, upper=validation.MAX_SEARCH_RESULTS)
     experiment_ids = [
         validation.parse_experiment_id(f"experiment_ids[{i}]", e)
         for i, e in enumerate(as_list(body.get("experiment_ids")))

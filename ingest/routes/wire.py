@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from runstream.ingest import validation
 from runstream.ingest.errors import (
     InvalidParameter,
     Overloaded,
@@ -80,6 +81,16 @@ def required(document: dict[str, Any], name: str) -> Any:
             f"Missing value for required parameter '{name}'. See the API docs "
             "for more information about request parameters."
         )
+    return value
+
+
+def page_size(document: dict[str, Any], *, default: int, upper: int) -> int:
+    """``max_results`` of a search: a positive integer no larger than ``upper``."""
+    value = validation.parse_int(
+        "max_results", document.get("max_results", default), minimum=1
+    )
+    if value > upper:
+        raise InvalidParameter(f"max_results {value} is over the limit of {upper}")
     return value
 
 

@@ -33,7 +33,7 @@ class ExperimentStore:
     async def create(
         self, name: str, *, artifact_location: str | None, tags: list[tuple[str, str]]
     ) -> str:
-        """Create an experiment; returns its id. The name is unique, deleted ones included."""
+        """Create an experiment; returns its id. Names are unique, deleted ones too."""
         if artifact_location and artifact_location.startswith("runs:"):
             raise InvalidParameter(
                 f"artifact_location {artifact_location!r} cannot be a runs:/ URI"
@@ -57,7 +57,8 @@ class ExperimentStore:
                 ) from None
             location = artifact_location or f"{self._root}/{experiment_id}"
             await connection.execute(
-                "UPDATE experiments SET artifact_location = $2 WHERE experiment_id = $1",
+                "UPDATE experiments SET artifact_location = $2 "
+                "WHERE experiment_id = $1",
                 experiment_id,
                 location,
             )
@@ -160,7 +161,8 @@ class ExperimentStore:
                 f"The experiment {experiment_id} must be in the 'active' state"
             )
         await self._pool.execute(
-            "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) "
+            "INSERT INTO experiment_tags (experiment_id, key, value) "
+            "VALUES ($1, $2, $3) "
             "ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
             experiment_id,
             key,

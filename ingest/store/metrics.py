@@ -46,7 +46,7 @@ class MetricStore:
         self._active_runs: dict[str, tuple[int, float]] = {}
 
     async def key_ids(self, keys: list[str]) -> dict[str, int]:
-        """Ids of metric keys, interning new ones; cached forever (keys never change)."""
+        """Ids of metric keys, interning new ones; cached (keys never change)."""
         missing = sorted({k for k in keys if k not in self._key_ids})
         if missing:
             # Two statements: an INSERT that meets a concurrent insert of the

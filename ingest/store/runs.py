@@ -127,7 +127,7 @@ class RunStore:
         params: list[tuple[str, str]],
         tags: list[tuple[str, str]],
     ) -> None:
-        """Log params (a changed value is refused) and upsert tags, in one transaction."""
+        """Log params (a changed value is refused) and upsert tags, atomically."""
         async with self._pool.acquire() as connection, connection.transaction():
             run_num = await _active_run(connection, run_id)
             if params:
@@ -156,7 +156,7 @@ class RunStore:
                 raise NotFound(f"No tag with name: {key} in run with id {run_id}")
 
     async def log_inputs(self, run_id: str, datasets: list[dict[str, Any]]) -> None:
-        """Record dataset inputs; datasets are shared per experiment by (name, digest)."""
+        """Record dataset inputs; an experiment shares datasets by (name, digest)."""
         async with self._pool.acquire() as connection, connection.transaction():
             run_num = await _active_run(connection, run_id)
             experiment_id = await connection.fetchval(

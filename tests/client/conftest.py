@@ -1,4 +1,4 @@
-"""Fixtures for client tests: settings that spool under tmp_path, restartable servers."""
+"""Fixtures for client tests: settings spooling under tmp_path, restartable servers."""
 
 from __future__ import annotations
 
