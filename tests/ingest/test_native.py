@@ -288,6 +288,56 @@ async def test_full_queue_answers_503_with_retry_after(make_database, tmp_path) 
         server.stop()
 
 
+async def test_a_batch_failing_in_commit_fails_alone(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = make_database()
+    server = ServerProcess(
+        url, artifacts_root=tmp_path, env={"RUNSTREAM_WRITER_CONNECTIONS": "1"}
+    )
+    server.start()
+    database = await asyncpg.connect(url)
+    try:
+        async with aiohttp.ClientSession() as session:
+            native = Native(session, server.url)
+            good_run, doomed_run = await native.create_run(), await native.create_run()
+            for run_id in (good_run, doomed_run):  # the server now caches both runs
+                first = binary_body(str(uuid.uuid4()), [series(run_id, "k", [0])])
+                assert (await native.post(first))[0] == 200
+            # The doomed run vanishes behind the server's back: its next batch
+            # passes validation and fails only inside the group's COPY.
+            await database.execute("DELETE FROM runs WHERE run_uuid = $1", doomed_run)
+            hold = database.transaction()
+            await hold.start()
+            await database.execute("LOCK TABLE applied_batches IN EXCLUSIVE MODE")
+            blocker = asyncio.create_task(
+                native.post(
+                    binary_body(str(uuid.uuid4()), [series(good_run, "b", [0])])
+                )
+            )
+            await asyncio.sleep(0.3)
+            good = asyncio.create_task(
+                native.post(
+                    binary_body(str(uuid.uuid4()), [series(good_run, "k", [1])])
+                )
+            )
+            doomed = asyncio.create_task(
+                native.post(
+                    binary_body(str(uuid.uuid4()), [series(doomed_run, "k", [1])])
+                )
+            )
+            await asyncio.sleep(0.3)  # both wait in the queue: one group
+            await hold.rollback()
+
+            assert (await blocker)[0] == 200
+            assert (await good)[0] == 200
+            status, reply, _ = await doomed
+            assert status == 500 and reply["error_code"] == "INTERNAL_ERROR"
+            assert (await native.read(good_run, "k"))["steps"] == [0, 1]
+        assert "committing them one by one" in server.log()
+    finally:
+        await database.close()
+        server.stop()
+
+
 async def test_acked_points_survive_kill_9(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
     server = ServerProcess(make_database(), artifacts_root=tmp_path)
     server.start()
