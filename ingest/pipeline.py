@@ -10,22 +10,22 @@ import hashlib
 import uuid
 
 from runstream.ingest.batch import Batch
-from runstream.ingest.errors import RequestError
 from runstream.ingest.store import Store
 from runstream.ingest.writer import EncodedSeries, ResolvedBatch, Writer
 
 
-async def commit_batch(store: Store, writer: Writer, batch: Batch) -> bool:
+async def commit_batch(
+    store: Store, writer: Writer, batch: Batch, *, run_field: str | None = None
+) -> bool:
     """Commit a batch's points; returns True when the batch id was applied before.
 
-    A missing or deleted run is refused with the field of its first series.
+    A missing or deleted run is refused naming ``run_field``, or by default
+    the field of the first series that names the run (``series[2].run_id``).
     """
-    run_ids = [s.run_id for s in batch.series]
-    try:
-        runs = await store.metrics.active_runs(run_ids)
-    except RequestError as error:
-        index = next(i for i, s in enumerate(batch.series) if s.run_id in str(error))
-        raise type(error)(f"series[{index}].run_id: {error}") from None
+    fields: dict[str, str] = {}
+    for index, series in enumerate(batch.series):
+        fields.setdefault(series.run_id, run_field or f"series[{index}].run_id")
+    runs = await store.metrics.active_runs(fields)
     keys = await store.metrics.key_ids([s.key for s in batch.series])
     encoded = [
         EncodedSeries.encode(

@@ -34,14 +34,12 @@ def _metrics_batch(route: str, body: bytes, run_id: str, metrics: list[Any]) -> 
         field = f"metrics[{index}]"
         if not isinstance(item, dict):
             raise InvalidParameter(f"{field} must be an object")
-        key = validation.check_key(f"{field}.key", required_field(item, "key", field))
+        key = validation.check_key(f"{field}.key", required(item, "key", field))
         value = validation.parse_double(
-            f"{field}.value", required_field(item, "value", field)
+            f"{field}.value", required(item, "value", field)
         )
         timestamp = validation.parse_int(
-            f"{field}.timestamp",
-            required_field(item, "timestamp", field),
-            minimum=0,
+            f"{field}.timestamp", required(item, "timestamp", field), minimum=0
         )
         step = validation.parse_int(f"{field}.step", item.get("step", 0) or 0)
         by_key.setdefault(key, []).append((step, timestamp, value))
@@ -61,16 +59,6 @@ def _metrics_batch(route: str, body: bytes, run_id: str, metrics: list[Any]) -> 
     return Batch(content_batch_id(route, body), series)
 
 
-def required_field(item: dict[str, Any], name: str, field: str) -> Any:
-    value = item.get(name)
-    if value is None or value == "":
-        raise InvalidParameter(
-            f"Missing value for required parameter '{field}.{name}'. See the API "
-            "docs for more information about request parameters."
-        )
-    return value
-
-
 async def log_metric(request: web.Request) -> web.Response:
     body = await fields(request)
     run_id = validation.check_run_id("run_id", run_id_of(body))
@@ -78,7 +66,9 @@ async def log_metric(request: web.Request) -> web.Response:
     if metric["timestamp"] is None:
         metric["timestamp"] = int(time.time() * 1000)
     batch = _metrics_batch("log-metric", await request.read(), run_id, [metric])
-    await commit_batch(request.app[STORE], request.app[WRITER], batch)
+    await commit_batch(
+        request.app[STORE], request.app[WRITER], batch, run_field="run_id"
+    )
     return json_response({})
 
 
@@ -98,7 +88,7 @@ async def log_batch(request: web.Request) -> web.Response:
     if params:
         await store.runs.log_params_and_tags(run_id, params=params, tags=[])
     if batch is not None:
-        await commit_batch(store, request.app[WRITER], batch)
+        await commit_batch(store, request.app[WRITER], batch, run_field="run_id")
     if tags:
         await store.runs.log_params_and_tags(run_id, params=[], tags=tags)
     if not (params or tags or batch):

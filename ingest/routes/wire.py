@@ -74,11 +74,13 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def required(document: dict[str, Any], name: str) -> Any:
+def required(document: dict[str, Any], name: str, parent: str = "") -> Any:
+    """A field that must be present; ``parent`` prefixes its name in the error."""
     value = document.get(name)
     if value is None or value == "":
+        path = f"{parent}.{name}" if parent else name
         raise InvalidParameter(
-            f"Missing value for required parameter '{name}'. See the API docs "
+            f"Missing value for required parameter '{path}'. See the API docs "
             "for more information about request parameters."
         )
     return value

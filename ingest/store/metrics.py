@@ -65,12 +65,16 @@ class MetricStore:
                 self._key_ids[row["key"]] = row["key_id"]
         return {k: self._key_ids[k] for k in keys}
 
-    async def active_runs(self, run_ids: list[str]) -> dict[str, int]:
-        """Internal numbers of active runs; NotFound or InvalidState names a bad run."""
+    async def active_runs(self, fields: dict[str, str]) -> dict[str, int]:
+        """Internal numbers of active runs, given as {run id: the field naming it}.
+
+        Raises NotFound or InvalidState for the first unusable run, naming
+        its field.
+        """
         now = time.monotonic()
         result: dict[str, int] = {}
         missing = []
-        for run_id in set(run_ids):
+        for run_id in fields:
             cached = self._active_runs.get(run_id)
             if cached and now - cached[1] < RUN_CACHE_SECONDS:
                 result[run_id] = cached[0]
@@ -86,11 +90,11 @@ class MetricStore:
             for run_id in missing:
                 row = found.get(run_id)
                 if row is None:
-                    raise NotFound(f"Run with id={run_id} not found")
+                    raise NotFound(f"{fields[run_id]}: Run with id={run_id} not found")
                 if row["lifecycle_stage"] != "active":
                     raise InvalidState(
-                        f"The run {run_id} must be in the 'active' state. "
-                        f"Current state is {row['lifecycle_stage']}."
+                        f"{fields[run_id]}: the run {run_id} must be in the 'active' "
+                        f"state. Current state is {row['lifecycle_stage']}."
                     )
                 self._active_runs[run_id] = (row["run_num"], now)
                 result[run_id] = row["run_num"]
