@@ -5,7 +5,8 @@ Setups, run one after the other on a fresh server each:
 1. runstream's server with runstream's client;
 2. runstream's server with raw native batches (the client's upper bound);
 3. runstream's server with the real ``mlflow`` client;
-4. MLflow's own server (on SQLite) with the ``mlflow`` client, when it starts.
+4. MLflow's own server (on PostgreSQL, or SQLite without psycopg2) with the
+   ``mlflow`` client, when it starts.
 
 Ratios are acknowledged points per second over the baseline: MLflow's
 server with its client when it ran, else runstream's server with the

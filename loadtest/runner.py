@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import shutil
 import tempfile
@@ -271,7 +272,7 @@ async def _own_target(
             yield target
         return
     if settings.server == "mlflow":
-        async with MlflowServer(folder=folder / "mlflow") as target:
+        async with _mlflow_target(folder) as target:
             yield target
         return
     if settings.db is not None:
@@ -282,6 +283,23 @@ async def _own_target(
         url = await database.create_database()
         async with RunstreamServer(
             url, folder=folder / "server", database=database
+        ) as target:
+            yield target
+
+
+@contextlib.asynccontextmanager
+async def _mlflow_target(folder: Path) -> AsyncIterator[Target]:
+    """MLflow's server on an embedded PostgreSQL, as ours runs; on SQLite
+    when psycopg2, which its SQL store needs for PostgreSQL, is missing."""
+    if importlib.util.find_spec("psycopg2") is None:
+        logger.warning("psycopg2 is not installed: MLflow's server runs on SQLite")
+        async with MlflowServer(folder=folder / "mlflow") as target:
+            yield target
+        return
+    async with EmbeddedDatabase(folder / "postgres") as database:
+        url = await database.create_database()
+        async with MlflowServer(
+            folder=folder / "mlflow", database_url=url, database=database
         ) as target:
             yield target
 

@@ -2,8 +2,8 @@
 
 - ``RunstreamServer``: ``runstream server`` in a child process on 127.0.0.1,
   on a database URL; it can be killed and restarted on the same port.
-- ``MlflowServer``: MLflow's own ``mlflow server`` on a SQLite file (or any
-  backend store URI it accepts), for side-by-side comparison.
+- ``MlflowServer``: MLflow's own ``mlflow server`` on PostgreSQL or a SQLite
+  file, for side-by-side comparison.
 - ``ExternalServer``: a URL someone else runs; no process faults.
 - ``EmbeddedDatabase``: a private PostgreSQL cluster in a temporary folder,
   which the PostgreSQL fault stops and restarts.
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 ServerKind = Literal["runstream", "mlflow"]
 _METRIC_TABLES = ("metric_chunks", "latest_metrics", "applied_batches", "metric_keys")
+_MLFLOW_METRIC_TABLES = ("metrics", "latest_metrics")
 
 
 def free_port() -> int:
@@ -290,12 +291,20 @@ class MlflowServer(_ProcessServer):
         self,
         *,
         folder: Path,
-        backend_store_uri: str | None = None,
+        database_url: str | None = None,
+        database: EmbeddedDatabase | None = None,
         port: int | None = None,
     ) -> None:
+        """On ``database_url`` (PostgreSQL, through psycopg2) or a SQLite file."""
         super().__init__(folder, port=port)
         self.sqlite_path = self.folder / "mlflow.db"
-        self.backend_store_uri = backend_store_uri or f"sqlite:///{self.sqlite_path}"
+        self.database_url = database_url
+        self.database = database
+        self.backend_store_uri = f"sqlite:///{self.sqlite_path}"
+        if database_url is not None:
+            self.backend_store_uri = database_url.replace(
+                "postgresql://", "postgresql+psycopg2://", 1
+            )
         self.start_timeout = 120.0
 
     def command(self) -> list[str]:
@@ -314,8 +323,10 @@ class MlflowServer(_ProcessServer):
         }
 
     async def storage_bytes(self) -> int | None:
-        if not self.backend_store_uri.startswith("sqlite:///"):
-            return None
+        if self.database_url is not None:
+            return await _metric_tables_size(
+                self.database_url, tables=_MLFLOW_METRIC_TABLES
+            )
         paths = [self.sqlite_path, self.sqlite_path.with_name("mlflow.db-wal")]
         return sum(path.stat().st_size for path in paths if path.exists())
 
@@ -340,7 +351,9 @@ async def wait_healthy(
     raise TargetError(f"server at {url} did not answer /health in {timeout:.0f}s")
 
 
-async def _metric_tables_size(database_url: str) -> int | None:
+async def _metric_tables_size(
+    database_url: str, *, tables: tuple[str, ...] = _METRIC_TABLES
+) -> int | None:
     import asyncpg
 
     try:
@@ -353,7 +366,7 @@ async def _metric_tables_size(database_url: str) -> int | None:
             await connection.fetchval(
                 "SELECT sum(pg_total_relation_size(t::regclass)) "
                 "FROM unnest($1::text[]) t",
-                list(_METRIC_TABLES),
+                list(tables),
             )
         )
     finally:
