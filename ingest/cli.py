@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -46,10 +47,11 @@ def server_command(**options: object) -> None:
     from runstream.ingest.settings import ServerSettings
 
     _configure_logging()
-    given = {k: v for k, v in options.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
     for name in ("allowed_hosts", "cors_allowed_origins"):
         if name in given:
             given[name] = [part.strip() for part in str(given[name]).split(",") if part]
+    # The constructor, not model_validate: it is what reads RUNSTREAM_* too.
     settings = ServerSettings(**given)
     try:
         code = run(settings)

@@ -47,7 +47,7 @@ async def compare(
     A setup that cannot run (MLflow's server does not start, say) gives a
     row with ``error`` set instead of failing the comparison.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, update in SETUPS:
         display = display_for(name) if display_for else None
         try:

@@ -139,8 +139,8 @@ class MetricStore:
         """
         limit = min(max_results or MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)
         state = paging.decode_state(page_token)
-        position = (int(state.get("b", 0)), str(state.get("l", "")))
-        skip = int(state.get("o", 0))
+        position = (paging.state_int(state, "b"), paging.state_str(state, "l"))
+        skip = paging.state_int(state, "o")
         run_num, key_id = await self._series_ids(run_id, key, missing_ok=True)
         if run_num is None:
             return [], None

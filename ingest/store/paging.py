@@ -27,10 +27,23 @@ def decode_state(token: str | None) -> dict[str, object]:
 
 def decode_token(token: str | None) -> int:
     """The offset in an offset token; 0 for the first page."""
-    offset = decode_state(token).get("offset", 0)
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidParameter(f"page_token {token!r} is not valid")
-    return offset
+    return state_int(decode_state(token), "offset")
+
+
+def state_int(state: dict[str, object], name: str) -> int:
+    """A non-negative integer of a token's state; 0 when absent."""
+    value = state.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidParameter(f"page_token is not valid: {name} is {value!r}")
+    return value
+
+
+def state_str(state: dict[str, object], name: str) -> str:
+    """A string of a token's state; empty when absent."""
+    value = state.get(name, "")
+    if not isinstance(value, str):
+        raise InvalidParameter(f"page_token is not valid: {name} is {value!r}")
+    return value
 
 
 def next_token(offset: int, page_size: int, fetched: int) -> str | None:
