@@ -70,7 +70,7 @@ def test_run_handle_log_metric(benchmark, handle) -> None:  # type: ignore[no-un
 
 def test_fluent_log_metric(benchmark, handle) -> None:  # type: ignore[no-untyped-def]
     run = Run(RunInfo(run_id=RUN_ID, experiment_id="0"), RunData())
-    fluent._local.stack = [fluent.ActiveRun(run, handle)]
+    fluent._push(fluent.ActiveRun(run, handle))
     log_metric = fluent.log_metric
 
     def body() -> None:
@@ -81,5 +81,5 @@ def test_fluent_log_metric(benchmark, handle) -> None:  # type: ignore[no-untype
     try:
         benchmark(body)
     finally:
-        fluent._local.stack = []
+        fluent._pop()
     _report(benchmark, "fluent log_metric")

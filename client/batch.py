@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
+from runstream.client.spool import Record
 
 BINARY_TYPE = "application/vnd.runstream.batch"
 MAGIC = b"RSB1"
@@ -58,7 +59,7 @@ class SealedBatch:
     size: int
     seq: int = 0
     attempts: int = 0
-    spool_ref: object = field(default=None, repr=False)
+    spool_ref: Record | None = field(default=None, repr=False)
 
 
 def encode(batch_id: uuid.UUID, series: list[Series]) -> bytes:

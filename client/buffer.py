@@ -50,7 +50,16 @@ class RunBuffer:
         count = len(self.points)
         if limit is not None:
             count = min(count, limit)
-        return list(itertools.starmap(self.points.popleft, itertools.repeat((), count)))
+        # Another thread may take points between len() and the pops; extend()
+        # keeps the points popped before the deque ran dry, list() would not.
+        items: list[Point] = []
+        try:
+            items.extend(
+                itertools.starmap(self.points.popleft, itertools.repeat((), count))
+            )
+        except IndexError:
+            pass
+        return items
 
 
 def split(buffer: RunBuffer, items: list[Point], invalid: Failures) -> list[Series]:
@@ -64,11 +73,15 @@ def split(buffer: RunBuffer, items: list[Point], invalid: Failures) -> list[Seri
     stamps = list(map(_STAMP, items))
     ok = np.ones(len(items), dtype=bool)
 
-    try:
-        distinct = dict.fromkeys(keys)
-    except TypeError:
-        keys = [k if isinstance(k, str) else "" for k in keys]
-        distinct = dict.fromkeys(keys)
+    cycle = _cycle(keys)
+    if cycle is not None:
+        distinct = dict.fromkeys(cycle)
+    else:
+        try:
+            distinct = dict.fromkeys(keys)
+        except TypeError:
+            keys = [k if isinstance(k, str) else "" for k in keys]
+            distinct = dict.fromkeys(keys)
     for key in distinct:
         if key not in buffer.good_keys and not _key_ok(key, invalid, keys, ok):
             distinct[key] = False
@@ -79,9 +92,23 @@ def split(buffer: RunBuffer, items: list[Point], invalid: Failures) -> list[Seri
         if distinct[key] is None:
             buffer.good_keys.add(key)
 
-    if len(distinct) == 1:
-        key = next(iter(distinct))
-        return _one(buffer, key, step_column, stamp_column, value_column, ok)
+    if cycle is not None:
+        # Each key's points are every len(cycle)-th row: strided views, no sort.
+        period = len(cycle)
+        series = []
+        for offset, key in enumerate(cycle):
+            stride = slice(offset, None, period)
+            series.extend(
+                _one(
+                    buffer,
+                    key,
+                    step_column[stride],
+                    stamp_column[stride],
+                    value_column[stride],
+                    ok[stride],
+                )
+            )
+        return series
     code = {key: index for index, key in enumerate(distinct)}
     codes = np.fromiter(map(code.__getitem__, keys), dtype=np.intp, count=len(keys))
     order = np.argsort(codes, kind="stable")
@@ -99,6 +126,37 @@ def split(buffer: RunBuffer, items: list[Point], invalid: Failures) -> list[Seri
             )
         )
     return series
+
+
+def _cycle(keys: list) -> list[str] | None:
+    """The distinct keys in order if ``keys`` repeats them in a fixed cycle.
+
+    A training loop logs the same keys in the same order every step; then
+    each key's rows are a stride of the batch and need no grouping. The
+    checks are C-level list passes (``index``, slices, ``count``), a few
+    percent of grouping by sort. Only string keys are tried: comparing
+    other objects may run their own ``__eq__``.
+    """
+    first = keys[0]
+    if type(first) is not str:
+        return None
+    try:
+        period = keys.index(first, 1)
+    except ValueError:
+        period = len(keys)
+    cycle = keys[:period]
+    try:
+        if len(set(cycle)) < period:
+            return None
+        for offset, key in enumerate(cycle):
+            column = keys[offset::period]
+            if column.count(key) != len(column):
+                return None
+    except (TypeError, ValueError):
+        # An unhashable key, or one whose comparison with a string fails:
+        # the general path replaces or drops it.
+        return None
+    return cycle
 
 
 def _one(

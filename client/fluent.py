@@ -38,8 +38,8 @@ import signal
 import sys
 import threading
 import time
-from time import time as _now
 from collections.abc import Mapping
+from time import time as _now
 from types import FrameType
 from typing import Any
 
@@ -80,10 +80,9 @@ class ActiveRun(Run):
     def __enter__(self) -> ActiveRun:
         return self
 
-    def __exit__(self, exc_type: type | None, *exc_info: object) -> bool:
+    def __exit__(self, exc_type: type | None, *exc_info: object) -> None:
         if any(r.info.run_id == self.info.run_id for r in _stack()):
             end_run("FINISHED" if exc_type is None else "FAILED")
-        return False
 
 
 def _stack() -> list[ActiveRun]:
@@ -92,6 +91,25 @@ def _stack() -> list[ActiveRun]:
     except AttributeError:
         _local.stack = []
         return _local.stack  # type: ignore[no-any-return]
+
+
+# The stack changes only through _push and _pop, which keep the top run's
+# handle in _local.handle: log_metric reads it with one lookup.
+
+
+def _push(active: ActiveRun) -> None:
+    _stack().append(active)
+    _local.handle = active.handle  # type: ignore[attr-defined]
+
+
+def _pop() -> ActiveRun:
+    stack = _stack()
+    active = stack.pop()
+    if stack:
+        _local.handle = stack[-1].handle  # type: ignore[attr-defined]
+    else:
+        del _local.handle
+    return active
 
 
 def _current_settings() -> ClientSettings:
@@ -213,7 +231,7 @@ def start_run(
         run_id = handle.run_id
     run = worker.call(client.get_run(run_id))
     active = ActiveRun(run, client.run(run_id))
-    stack.append(active)
+    _push(active)
     return active
 
 
@@ -231,7 +249,7 @@ def end_run(status: str = "FINISHED") -> None:
     stack = _stack()
     if not stack:
         return
-    active = stack.pop()
+    active = _pop()
     worker = _get_worker()
     timeout = worker.client.settings.exit_timeout
     report = worker.flush(timeout)
@@ -304,8 +322,8 @@ def log_metric(
     the flush, as MLflow's synchronous logging does.
     """
     try:
-        handle = _local.stack[-1].handle if run_id is None else _run(run_id)
-    except (AttributeError, IndexError):
+        handle = _local.handle if run_id is None else _run(run_id)
+    except AttributeError:
         handle = _handle()
     if type(handle) is not RunHandle or timestamp is not None or synchronous:
         handle.log_metric(key, value, step, timestamp)
@@ -433,7 +451,7 @@ def _shutdown(status: str) -> None:
         remaining = max(0.0, deadline - time.monotonic())
         worker.call(client.flush(remaining), remaining + 5)
         while stack:
-            active = stack.pop()
+            active = _pop()
             update = client.update_run(
                 active.info.run_id, status=status, end_time=_now_ms()
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,7 +93,9 @@ def load_settings(**overrides: object) -> ClientSettings:
 
     Raises ConfigurationError naming the field when a value is invalid.
     """
-    given = {name: value for name, value in overrides.items() if value is not None}
+    given: dict[str, Any] = {
+        name: value for name, value in overrides.items() if value is not None
+    }
     try:
         return ClientSettings(**given)
     except ValidationError as exc:
