@@ -23,6 +23,7 @@ MAX_BATCH_TAGS = 100
 MAX_BATCH_ENTITIES = 1000
 MAX_SEARCH_RESULTS = 50000
 MAX_LABEL_LENGTH = 64
+MAX_RUN_NAME_LENGTH = 250
 
 _KEY = re.compile(r"^[/\w.\- :]*$")
 _RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
@@ -145,8 +146,12 @@ def check_experiment_name(field: str, name: object) -> str:
 
 
 def parse_experiment_id(field: str, value: object) -> int:
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise InvalidParameter(f"{field} {_short(value)} is not a valid experiment id")
+    """An experiment id: a non-negative int64, as a number or a decimal string."""
+    number: int | None = None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    if number is None or not 0 <= number < 2**63:
+        raise InvalidParameter(f"{field} {_short(value)} is not a valid experiment id")
+    return number

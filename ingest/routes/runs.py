@@ -61,8 +61,8 @@ async def create(request: web.Request) -> web.Response:
     start_time = body.get("start_time")
     run = await request.app[STORE].runs.create(
         experiment_id=experiment_id,
-        user_id=str(body.get("user_id") or ""),
-        run_name=body.get("run_name") or None,
+        user_id=validation.check_string("user_id", body.get("user_id") or ""),
+        run_name=_run_name(body),
         start_time=(
             validation.parse_int("start_time", start_time, minimum=0)
             if start_time is not None
@@ -82,15 +82,25 @@ async def get(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     body = await fields(request)
     end_time = body.get("end_time")
+    status = body.get("status") or None
     info = await request.app[STORE].runs.update(
         run_id_of(body),
-        status=body.get("status") or None,
+        status=None if status is None else validation.check_string("status", status),
         end_time=(
             validation.parse_int("end_time", end_time) if end_time is not None else None
         ),
-        run_name=body.get("run_name") or None,
+        run_name=_run_name(body),
     )
     return json_response({"run_info": info})
+
+
+def _run_name(body: dict[str, Any]) -> str | None:
+    name = body.get("run_name") or None
+    if name is None:
+        return None
+    return validation.check_string(
+        "run_name", name, max_length=validation.MAX_RUN_NAME_LENGTH
+    )
 
 
 def _lifecycle(stage: str):  # type: ignore[no-untyped-def]

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+# PostgreSQL text cannot hold NUL; refusing it here keeps it from becoming a
+# database error deep inside a handler.
+_NUL_MESSAGE = "request contains a NUL character (\\u0000), which no field may hold"
 
 
 def add_rpc(app: web.Application, method: str, path: str, handler: Handler) -> None:
@@ -49,6 +52,8 @@ async def fields(request: web.Request) -> dict[str, Any]:
     body = await request.read()
     if not body:
         return {}
+    if b"\\u0000" in body:
+        raise InvalidParameter(_NUL_MESSAGE)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -61,6 +66,8 @@ async def fields(request: web.Request) -> dict[str, Any]:
 def query_fields(request: web.Request) -> dict[str, Any]:
     """Query parameters; a key given more than once becomes a list."""
     result: dict[str, Any] = {}
+    if "\x00" in request.query_string or "%00" in request.query_string:
+        raise InvalidParameter(_NUL_MESSAGE)
     for key in request.query:
         values = request.query.getall(key)
         result[key] = values if len(values) > 1 else values[0]
@@ -97,11 +104,13 @@ def page_size(document: dict[str, Any], *, default: int, upper: int) -> int:
 
 
 def run_id_of(document: dict[str, Any]) -> str:
-    """The run id from ``run_id`` or MLflow's older ``run_uuid``."""
-    value = document.get("run_id") or document.get("run_uuid")
-    if not value:
-        return required(document, "run_id")  # raises with MLflow's message
-    return str(value)
+    """The run id from ``run_id`` or MLflow's older ``run_uuid``, checked."""
+    value = document.get("run_id")
+    if value is None or value == "":
+        value = document.get("run_uuid")
+    if value is None or value == "":
+        required(document, "run_id")  # raises with MLflow's message
+    return validation.check_run_id("run_id", value)
 
 
 def error_body(error: RunstreamError) -> bytes:

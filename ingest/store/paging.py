@@ -12,10 +12,12 @@ def encode_token(state: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(state)).decode("ascii")
 
 
-def decode_state(token: str | None) -> dict[str, object]:
+def decode_state(token: object) -> dict[str, object]:
     """The state inside a token; an empty dict for the first page."""
     if not token:
         return {}
+    if not isinstance(token, str):
+        raise InvalidParameter(f"page_token must be a string, got {token!r}")
     try:
         state = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (ValueError, orjson.JSONDecodeError):
@@ -25,7 +27,7 @@ def decode_state(token: str | None) -> dict[str, object]:
     return state
 
 
-def decode_token(token: str | None) -> int:
+def decode_token(token: object) -> int:
     """The offset in an offset token; 0 for the first page."""
     return state_int(decode_state(token), "offset")
 

@@ -329,9 +329,7 @@ async def test_mlflow_client_logs_lists_and_downloads_artifacts(
         run = await asyncio.to_thread(
             _log_with_mlflow, source, f"artifacts-{os.urandom(4).hex()}"
         )
-        top, data, local = await asyncio.to_thread(
-            _read_with_mlflow, run, destination
-        )
+        top, data, local = await asyncio.to_thread(_read_with_mlflow, run, destination)
     finally:
         mlflow.set_tracking_uri(previous)
 
