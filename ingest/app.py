@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 from aiohttp import web
 from runstream.ingest.artifacts import ArtifactStore
 from runstream.ingest.context import ARTIFACTS, SETTINGS, STORE, TELEMETRY, WRITER
@@ -22,9 +24,11 @@ from runstream.ingest.security import add_security_headers, security_middleware
 from runstream.ingest.settings import ServerSettings
 from runstream.ingest.store import Store
 from runstream.ingest.telemetry import Telemetry
-from runstream.ingest.writer import Writer
+from runstream.ingest.writer import Writer, expire_batch_ids
 
 logger = logging.getLogger(__name__)
+
+_EXPIRY_INTERVAL_SECONDS = 600.0
 
 
 def create_app(settings: ServerSettings, database_url: str) -> web.Application:
@@ -58,6 +62,7 @@ def create_app(settings: ServerSettings, database_url: str) -> web.Application:
     )
     root = settings.artifacts_root or default_data_dir().parent / "artifacts"
     app[ARTIFACTS] = ArtifactStore(root)
+    logger.info("artifacts: %s", root)
     app.cleanup_ctx.append(_store_and_writer)
     for module in (probes, experiments, runs, metrics, native, artifacts):
         module.setup_routes(app)
@@ -65,11 +70,30 @@ def create_app(settings: ServerSettings, database_url: str) -> web.Application:
 
 
 async def _store_and_writer(app: web.Application) -> AsyncIterator[None]:
-    store, writer = app[STORE], app[WRITER]
+    store, writer, settings = app[STORE], app[WRITER], app[SETTINGS]
     await store.start()
     await writer.start(store.pool)
+    expiry = asyncio.create_task(
+        _expire_batch_ids(store, settings.batch_id_retention_hours), name="expiry"
+    )
     try:
         yield
     finally:
+        expiry.cancel()
+        await asyncio.gather(expiry, return_exceptions=True)
         await writer.close()
         await store.close()
+
+
+async def _expire_batch_ids(store: Store, retention_hours: float) -> None:
+    """Every few minutes, forget batch ids past the retention."""
+    while True:
+        try:
+            expired = await expire_batch_ids(
+                store.pool, older_than_hours=retention_hours
+            )
+            if expired:
+                logger.info("forgot %s applied batch ids past retention", expired)
+        except (OSError, asyncpg.PostgresError) as error:
+            logger.warning("expiring applied batch ids failed: %s", error)
+        await asyncio.sleep(_EXPIRY_INTERVAL_SECONDS)

@@ -17,7 +17,6 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from aiohttp import web
-
 from runstream.ingest.routes.wire import Handler, json_response
 
 _LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}

@@ -302,6 +302,21 @@ class Writer:
         return {i for i in batches if i not in fresh}
 
 
+async def expire_batch_ids(pool: asyncpg.Pool, *, older_than_hours: float) -> int:
+    """Forget applied batch ids older than the retention; returns how many.
+
+    A retry later than that would be applied again: the retention must
+    exceed how long any client keeps retrying (the client's spool can hold a
+    batch for as long as the server is unreachable, so keep it long).
+    """
+    result = await pool.execute(
+        "DELETE FROM applied_batches "
+        "WHERE applied_at < now() - make_interval(secs => $1)",
+        older_than_hours * 3600.0,
+    )
+    return int(result.split()[-1])
+
+
 def _rows(
     batches: dict[uuid.UUID, ResolvedBatch], fresh: dict[uuid.UUID, int]
 ) -> tuple[list[tuple[object, ...]], dict[tuple[int, int], tuple[int, int, float]]]:

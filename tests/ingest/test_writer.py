@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from runstream.ingest.errors import StoreError
 from runstream.ingest.telemetry import Telemetry
-from runstream.ingest.writer import EncodedSeries, ResolvedBatch, Writer, latest_point
+from runstream.ingest.writer import (
+    EncodedSeries,
+    ResolvedBatch,
+    Writer,
+    expire_batch_ids,
+    latest_point,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,3 +142,23 @@ def test_latest_point_uses_mlflow_order(steps, timestamps, values, expected) -> 
 
     assert point[:2] == expected[:2]
     assert point[2] == expected[2] or (np.isnan(point[2]) and np.isnan(expected[2]))
+
+
+async def test_batch_ids_past_retention_are_forgotten(
+    pool: asyncpg.Pool, writer: Writer
+) -> None:
+    run_num, key_id = await new_series(pool)
+    old, recent = batch(run_num, key_id, [0]), batch(run_num, key_id, [1])
+    await writer.write(old)
+    await writer.write(recent)
+    await pool.execute(
+        "UPDATE applied_batches SET applied_at = now() - interval '10 days' "
+        "WHERE batch_id = $1",
+        old.batch_id,
+    )
+
+    expired = await expire_batch_ids(pool, older_than_hours=168)
+
+    assert expired == 1
+    kept = await pool.fetch("SELECT batch_id FROM applied_batches")
+    assert [row["batch_id"] for row in kept] == [recent.batch_id]
