@@ -10,6 +10,7 @@ from runstream.ingest.routes.wire import (
     as_list,
     fields,
     json_response,
+    page_response,
     page_size,
     required,
 )
@@ -78,10 +79,7 @@ async def search(request: web.Request) -> web.Response:
         max_results=max_results,
         page_token=body.get("page_token") or None,
     )
-    payload: dict[str, object] = {"experiments": experiments}
-    if token:
-        payload["next_page_token"] = token
-    return json_response(payload)
+    return page_response("experiments", experiments, token)
 
 
 async def update(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from runstream.ingest.routes.wire import (
     as_list,
     fields,
     json_response,
+    page_response,
     required,
     run_id_of,
 )
@@ -130,10 +131,7 @@ async def get_history(request: web.Request) -> web.Response:
     metrics, token = await request.app[STORE].metrics.history_page(
         run_id, key, max_results=max_results, page_token=query.get("page_token") or None
     )
-    payload: dict[str, Any] = {"metrics": metrics}
-    if token:
-        payload["next_page_token"] = token
-    return json_response(payload)
+    return page_response("metrics", metrics, token)
 
 
 async def get_history_bulk_interval(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from runstream.ingest.routes.wire import (
     as_list,
     fields,
     json_response,
+    page_response,
     page_size,
     required,
     run_id_of,
@@ -187,10 +188,7 @@ async def search(request: web.Request) -> web.Response:
         max_results=max_results,
         page_token=body.get("page_token") or None,
     )
-    payload: dict[str, object] = {"runs": runs}
-    if token:
-        payload["next_page_token"] = token
-    return json_response(payload)
+    return page_response("runs", runs, token)
 
 
 def setup_routes(app: web.Application) -> None:

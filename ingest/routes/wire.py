@@ -45,6 +45,14 @@ def json_response(payload: Any, *, status: int = 200) -> web.Response:
     )
 
 
+def page_response(name: str, items: list[Any], token: str | None) -> web.Response:
+    """One page of a listing: ``{name: items}``, with ``next_page_token`` if more."""
+    payload: dict[str, Any] = {name: items}
+    if token:
+        payload["next_page_token"] = token
+    return json_response(payload)
+
+
 async def fields(request: web.Request) -> dict[str, Any]:
     """The request's fields: the JSON body, or the query string for GET."""
     if request.method == "GET":
