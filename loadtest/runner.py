@@ -40,13 +40,14 @@ from runstream.loadtest.targets import (
 from runstream.loadtest.verify import (
     Expected,
     Reader,
+    Verification,
     check,
     history_reader,
     native_reader,
     sql_reader,
 )
 from runstream.loadtest.worker import WorkerSpec
-from runstream.loadtest.workload import key_name, seeds
+from runstream.loadtest.workload import DriverOptions, Workload, key_name, seeds
 
 logger = logging.getLogger(__name__)
 
@@ -89,20 +90,12 @@ async def run_loadtest(
             target.url, workers=workload.workers, runs=workload.runs
         )
         storage_before = await target.storage_bytes()
-        specs = [
-            WorkerSpec(
-                worker=w,
-                url=url,
-                driver=settings.driver,
-                workload=workload,
-                options=options,
-                runs=runs[w],
-                report_path=folder / f"report-{w}.json",
-                drain_timeout=settings.drain_timeout,
-            )
-            for w in range(workload.workers)
-        ]
-        pool = WorkerPool(specs, folder=folder)
+        pool = WorkerPool(
+            _worker_specs(
+                settings, workload, options, url=url, runs=runs, folder=folder
+            ),
+            folder=folder,
+        )
         stack.push_async_callback(pool.kill)
         await pool.start()
 
@@ -136,11 +129,7 @@ async def run_loadtest(
         await injector
 
         reports = await pool.reports()
-        expected = _expected(reports, runs, workload.keys)
-        reader, method = _reader(target)
-        stored = await reader([(e.run_id, e.key) for e in expected])
-        verification = check(expected, stored)
-        verification.method = method
+        verification = await _verify(target, reports, runs, keys=workload.keys)
         storage_after = await target.storage_bytes()
         return build_result(
             settings=settings,
@@ -258,6 +247,47 @@ def _reader(target: Target) -> tuple[Reader, str]:
     if target.database_url is not None:
         return sql_reader(target.database_url), "sql"
     return native_reader(target.url), "series"
+
+
+def _worker_specs(
+    settings: LoadtestSettings,
+    workload: Workload,
+    options: DriverOptions,
+    *,
+    url: str,
+    runs: list[list[tuple[str, str]]],
+    folder: Path,
+) -> list[WorkerSpec]:
+    """What each worker process is told: its runs, driver and report file."""
+    return [
+        WorkerSpec(
+            worker=w,
+            url=url,
+            driver=settings.driver,
+            workload=workload,
+            options=options,
+            runs=runs[w],
+            report_path=folder / f"report-{w}.json",
+            drain_timeout=settings.drain_timeout,
+        )
+        for w in range(workload.workers)
+    ]
+
+
+async def _verify(
+    target: Target,
+    reports: list[dict[str, Any]],
+    runs: list[list[tuple[str, str]]],
+    *,
+    keys: int,
+) -> Verification:
+    """Read every series back and count what is missing or doubled."""
+    expected = _expected(reports, runs, keys)
+    reader, method = _reader(target)
+    stored = await reader([(e.run_id, e.key) for e in expected])
+    verification = check(expected, stored)
+    verification.method = method
+    return verification
 
 
 @contextlib.asynccontextmanager
