@@ -101,17 +101,18 @@ class ExperimentStore:
         max_results: int,
         page_token: str | None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        offset = paging.decode_token(page_token)
-        query = experiments_query(
-            filter_string=filter_string,
-            order_by=order_by,
-            view_type=view_type,
-            limit=max_results + 1,
-            offset=offset,
+        ids, token = await paging.page_of_ids(
+            self._pool,
+            lambda limit, offset: experiments_query(
+                filter_string=filter_string,
+                order_by=order_by,
+                view_type=view_type,
+                limit=limit,
+                offset=offset,
+            ),
+            page_token=page_token,
+            max_results=max_results,
         )
-        ids = [row[0] for row in await self._pool.fetch(query.sql, *query.args)]
-        token = paging.next_token(offset, max_results, len(ids))
-        ids = ids[:max_results]
         by_id = {
             e["experiment_id"]: e
             for e in await self._load("e.experiment_id = ANY($1)", ids)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from typing import Any
 
+import asyncpg
 import orjson
 from runstream.ingest.errors import InvalidParameter
 
@@ -53,3 +56,17 @@ def next_token(offset: int, page_size: int, fetched: int) -> str | None:
     if fetched <= page_size:
         return None
     return encode_token({"offset": offset + page_size})
+
+
+async def page_of_ids(
+    pool: asyncpg.Pool,
+    query: Callable[[int, int], Any],
+    *,
+    page_token: object,
+    max_results: int,
+) -> tuple[list[Any], str | None]:
+    """A page of ids from ``query(limit, offset)`` (a SqlQuery), and the next token."""
+    offset = decode_token(page_token)
+    page = query(max_results + 1, offset)
+    ids = [row[0] for row in await pool.fetch(page.sql, *page.args)]
+    return ids[:max_results], next_token(offset, max_results, len(ids))

@@ -200,18 +200,19 @@ class RunStore:
         max_results: int,
         page_token: str | None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        offset = paging.decode_token(page_token)
-        query = runs_query(
-            filter_string=filter_string,
-            order_by=order_by,
-            experiment_ids=experiment_ids,
-            view_type=view_type,
-            limit=max_results + 1,
-            offset=offset,
+        run_nums, token = await paging.page_of_ids(
+            self._pool,
+            lambda limit, offset: runs_query(
+                filter_string=filter_string,
+                order_by=order_by,
+                experiment_ids=experiment_ids,
+                view_type=view_type,
+                limit=limit,
+                offset=offset,
+            ),
+            page_token=page_token,
+            max_results=max_results,
         )
-        run_nums = [row[0] for row in await self._pool.fetch(query.sql, *query.args)]
-        token = paging.next_token(offset, max_results, len(run_nums))
-        run_nums = run_nums[:max_results]
         loaded = await self._load_runs("r.run_num = ANY($1)", run_nums)
         by_num = {run.pop("_run_num"): run for run in loaded}
         return [by_num[n] for n in run_nums], token
