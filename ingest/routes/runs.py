@@ -70,6 +70,11 @@ async def create(request: web.Request) -> web.Response:
             else None
         ),
         tags=tags_of(body.get("tags")),
+        run_id=(
+            validation.check_run_id("run_id", body["run_id"])
+            if body.get("run_id")
+            else None
+        ),
     )
     return json_response({"run": run})
 

@@ -12,7 +12,12 @@ from typing import Any
 
 import asyncpg
 import orjson
-from runstream.ingest.errors import InvalidParameter, InvalidState, NotFound
+from runstream.ingest.errors import (
+    AlreadyExists,
+    InvalidParameter,
+    InvalidState,
+    NotFound,
+)
 from runstream.ingest.protojson import double
 from runstream.ingest.store import names, paging
 from runstream.ingest.store.experiments import now_ms
@@ -34,7 +39,14 @@ class RunStore:
         run_name: str | None,
         start_time: int | None,
         tags: list[tuple[str, str]],
+        run_id: str | None = None,
     ) -> dict[str, Any]:
+        """Create a run; ``run_id`` lets a client name it (runstream's extension).
+
+        A client that started a run while the server was unreachable chose
+        its id itself; creating it again with the same id and experiment
+        returns the existing run, so the create is safe to retry.
+        """
         tag_map = dict(tags)
         tagged_name = tag_map.get(RUN_NAME_TAG)
         if run_name and tagged_name and run_name != tagged_name:
@@ -43,7 +55,8 @@ class RunStore:
             )
         name = run_name or tagged_name or names.generate()
         tag_map[RUN_NAME_TAG] = name
-        run_id = uuid.uuid4().hex
+        chosen = run_id is not None
+        run_id = run_id or uuid.uuid4().hex
         async with self._pool.acquire() as connection, connection.transaction():
             experiment = await connection.fetchrow(
                 "SELECT artifact_location, lifecycle_stage FROM experiments "
@@ -61,7 +74,8 @@ class RunStore:
                 """
                 INSERT INTO runs (run_uuid, experiment_id, name, user_id, start_time,
                                   artifact_uri)
-                VALUES ($1, $2, $3, $4, $5, $6) RETURNING run_num
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (run_uuid) DO NOTHING RETURNING run_num
                 """,
                 run_id,
                 experiment_id,
@@ -70,7 +84,10 @@ class RunStore:
                 start_time if start_time is not None else now_ms(),
                 f"{location}/{run_id}/artifacts",
             )
-            await _upsert(connection, "tags", run_num, list(tag_map.items()))
+            if run_num is None:
+                await _check_same_run(connection, run_id, experiment_id, chosen)
+            else:
+                await _upsert(connection, "tags", run_num, list(tag_map.items()))
         return await self.get(run_id)
 
     async def get(self, run_id: str) -> dict[str, Any]:
@@ -271,6 +288,17 @@ class RunStore:
                 _dataset_input(row)
             )
         return list(runs.values())
+
+
+async def _check_same_run(
+    connection: asyncpg.Connection, run_id: str, experiment_id: int, chosen: bool
+) -> None:
+    """A run id that exists already is a retried create, or a conflict."""
+    existing = await connection.fetchval(
+        "SELECT experiment_id FROM runs WHERE run_uuid = $1", run_id
+    )
+    if not chosen or existing != experiment_id:
+        raise AlreadyExists(f"run_id {run_id} exists already, in experiment {existing}")
 
 
 async def _active_run(connection: asyncpg.Connection, run_id: str) -> int:

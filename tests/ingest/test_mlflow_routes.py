@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import mlflow
 import numpy as np
@@ -173,3 +174,28 @@ def test_probes(server: ServerProcess) -> None:
     assert requests.get(server.url + "/version").text.count(".") == 2
     info = requests.get(server.url + "/api/3.0/mlflow/server-info").json()
     assert info["multipart_uploads_enabled"] is False
+
+
+def test_a_client_chosen_run_id_creates_once(server: ServerProcess) -> None:
+    run_id = uuid.uuid4().hex
+    body = {"experiment_id": "0", "run_id": run_id, "run_name": "offline"}
+
+    first = requests.post(server.url + API + "/runs/create", json=body)
+    again = requests.post(server.url + API + "/runs/create", json=body)
+    other = requests.post(
+        server.url + API + "/experiments/create", json={"name": run_id}
+    )
+    elsewhere = requests.post(
+        server.url + API + "/runs/create",
+        json={**body, "experiment_id": other.json()["experiment_id"]},
+    )
+    bad = requests.post(
+        server.url + API + "/runs/create", json={**body, "run_id": "-x"}
+    )
+
+    assert first.status_code == again.status_code == 200
+    assert first.json()["run"]["info"]["run_id"] == run_id
+    assert again.json()["run"]["info"] == first.json()["run"]["info"]
+    assert elsewhere.status_code == 400
+    assert elsewhere.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+    assert bad.status_code == 400 and "run_id" in bad.json()["message"]
