@@ -50,7 +50,7 @@ class SealedBatch:
 
     ``seq`` orders batches within one client, so that flush() can wait for
     everything sealed before it; spooled batches keep only their ``spool_ref``
-    and drop the body from memory.
+    and drop the body from memory. ``runs`` are the run ids it carries.
     """
 
     batch_id: uuid.UUID
@@ -59,6 +59,7 @@ class SealedBatch:
     size: int
     seq: int = 0
     attempts: int = 0
+    runs: frozenset[str] = frozenset()
     spool_ref: Record | None = field(default=None, repr=False)
 
 
@@ -90,6 +91,7 @@ def seal(series: list[Series], *, batch_id: uuid.UUID | None = None) -> SealedBa
         body=body,
         points=sum(len(s) for s in series),
         size=len(body),
+        runs=frozenset(s.run_id for s in series),
     )
 
 

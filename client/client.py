@@ -11,6 +11,10 @@
 Metric points travel in the background through the native batch endpoint
 (see ``flusher``); everything else uses MLflow's REST API and is awaited.
 Closing flushes for up to ``exit_timeout`` seconds and spools the rest.
+
+Outside strict mode a run whose creation finds the server unreachable
+starts offline (see ``offline``): the client chooses its id, and its
+points, params, tags and status wait until the server answers.
 """
 
 from __future__ import annotations
@@ -18,13 +22,20 @@ from __future__ import annotations
 import getpass
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from runstream.client import validation
-from runstream.client.entities import Experiment, Run, RunInfo
-from runstream.client.errors import ConfigurationError, FlushError, NotFound
+from runstream.client import offline, validation
+from runstream.client.entities import Experiment, Run
+from runstream.client.errors import (
+    ConfigurationError,
+    FlushError,
+    NotFound,
+    Unavailable,
+)
 from runstream.client.flusher import Flusher
+from runstream.client.offline import PendingRun
 from runstream.client.report import FlushReport
 from runstream.client.run import RunHandle, StrictRunHandle
 from runstream.client.settings import ClientSettings, load_settings
@@ -159,18 +170,33 @@ class AsyncClient:
         run_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
         start_time: int | None = None,
+        experiment_name: str | None = None,
     ) -> RunHandle:
-        """Create a run and return its handle for logging."""
-        body: dict[str, Any] = {
-            "experiment_id": str(experiment_id),
-            "user_id": _user(),
-            "start_time": start_time or int(time.time() * 1000),
-            "tags": [{"key": k, "value": str(v)} for k, v in (tags or {}).items()],
-        }
-        if run_name:
-            body["run_name"] = run_name
-        document = await self.transport.call("POST", "runs/create", json=body)
-        return self.run(RunInfo.from_json(document["run"]["info"]).run_id)
+        """Create a run and return its handle for logging.
+
+        With ``experiment_name`` the run goes to the experiment of that name
+        (created if missing) instead of ``experiment_id``. When the server
+        cannot be reached the run starts offline, outside strict mode: the
+        handle works at once and the run is created when the server answers.
+        In strict mode that raises Unavailable; a refusal raises
+        RequestRejected in both modes.
+        """
+        pending = PendingRun(
+            run_id=uuid.uuid4().hex,
+            experiment_id=None if experiment_name else str(experiment_id),
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+            start_time=start_time or offline.now_ms(),
+            user_id=_user(),
+        )
+        try:
+            await offline.create(self.transport, pending)
+        except Unavailable as exc:
+            if self.settings.strict:
+                raise
+            await self.flusher.create_later(pending, exc)
+        return self.run(pending.run_id)
 
     def run(self, run_id: str) -> RunHandle:
         """A handle on an existing run, without asking the server.
@@ -188,7 +214,14 @@ class AsyncClient:
         return handle
 
     async def get_run(self, run_id: str) -> Run:
-        """The run as the server has it now (metrics: the latest per key)."""
+        """The run as the server has it now (metrics: the latest per key).
+
+        A run started offline and not created yet is described as the
+        client knows it, without metrics.
+        """
+        pending = self.flusher.offline.get(run_id)
+        if pending is not None:
+            return pending.as_run()
         document = await self.transport.call(
             "GET", "runs/get", params={"run_id": run_id, "run_uuid": run_id}
         )
@@ -202,6 +235,12 @@ class AsyncClient:
         end_time: int | None = None,
         run_name: str | None = None,
     ) -> None:
+        """Update a run; one started offline keeps the update until it exists."""
+        deferred = await self.flusher.defer(
+            run_id, status=status, end_time=end_time, run_name=run_name
+        )
+        if deferred:
+            return
         body: dict[str, Any] = {"run_id": run_id, "run_uuid": run_id}
         if status is not None:
             body["status"] = status
@@ -228,7 +267,8 @@ class AsyncClient:
 
         Raises InvalidInput for a bad key or an over-long value before
         sending, RequestRejected when the server refuses (a param logged
-        again with another value).
+        again with another value). For a run started offline they wait, in
+        its creation record, until it is created.
         """
         param_items = [
             {
@@ -248,6 +288,13 @@ class AsyncClient:
             }
             for k, v in (tags or {}).items()
         ]
+        deferred = await self.flusher.defer(
+            run_id,
+            params={item["key"]: item["value"] for item in param_items},
+            tags={item["key"]: item["value"] for item in tag_items},
+        )
+        if deferred:
+            return
         for start in range(0, max(len(param_items), len(tag_items)), MAX_BATCH_PARAMS):
             body = {
                 "run_id": run_id,

@@ -16,8 +16,10 @@
                               FlushReport
 
 Outside strict mode nothing but ConfigurationError and the errors of the
-explicit management calls (create_experiment, create_run, get_run, ...)
-reaches the caller: logging calls count and log their failures instead.
+explicit management calls (create_experiment, get_run, ...) reaches the
+caller: logging calls count and log their failures instead, and a run
+created while the server is unreachable starts offline rather than raise
+Unavailable (a 4xx refusal still raises).
 """
 
 from __future__ import annotations

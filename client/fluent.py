@@ -21,6 +21,10 @@ active run starts one. A run id in ``RUNSTREAM_RUN_ID`` (or
 is how many processes of one training job log into one run; give each a
 ``RUNSTREAM_LABEL`` (such as ``rank-3``) to keep its points apart.
 
+Outside strict mode an unreachable server does not stop training: a run
+started then (and an experiment set by name then) starts offline, logs as
+usual, and is created when the server answers; see ``AsyncClient.create_run``.
+
 At interpreter exit, and on SIGTERM when no other handler is installed,
 active runs are ended and pending points flushed within ``exit_timeout``
 seconds; what cannot be sent in time stays in the spool, and the log says
@@ -45,7 +49,7 @@ from typing import Any
 
 from runstream.client import validation
 from runstream.client.entities import Experiment, Run
-from runstream.client.errors import InvalidInput, TrackingError
+from runstream.client.errors import InvalidInput, TrackingError, Unavailable
 from runstream.client.report import Failures, FlushReport
 from runstream.client.run import RunHandle
 from runstream.client.settings import ClientSettings, load_settings
@@ -59,6 +63,8 @@ _settings: ClientSettings | None = None
 _worker: Worker | None = None
 _tracking_uri: str | None = None
 _experiment_id: str | None = None
+# An experiment set by name while the server was unreachable.
+_experiment_name: str | None = None
 _env_run_used = False
 _hooks_installed = False
 _invalid = Failures("a fluent call got bad input")
@@ -157,17 +163,34 @@ def get_tracking_uri() -> str | None:
 def set_experiment(
     experiment_name: str | None = None, experiment_id: str | None = None
 ) -> Experiment:
-    """Make an experiment active (created by name if missing) and return it."""
-    global _experiment_id
+    """Make an experiment active (created by name if missing) and return it.
+
+    Outside strict mode, when the server cannot be reached, a name is kept
+    for the runs started next, which start offline, and the experiment is
+    returned with an empty id.
+    """
+    global _experiment_id, _experiment_name
     worker = _get_worker()
     if experiment_id is not None:
         experiment = worker.call(worker.client.get_experiment(str(experiment_id)))
     elif experiment_name:
-        experiment_id = worker.call(worker.client.set_experiment(experiment_name))
-        experiment = worker.call(worker.client.get_experiment(experiment_id))
+        try:
+            experiment_id = worker.call(worker.client.set_experiment(experiment_name))
+            experiment = worker.call(worker.client.get_experiment(experiment_id))
+        except Unavailable as exc:
+            if worker.client.settings.strict:
+                raise
+            logger.warning(
+                "experiment %r is set offline (%s); runs started now are created "
+                "in it when the server answers",
+                experiment_name,
+                exc,
+            )
+            _experiment_id, _experiment_name = None, experiment_name
+            return Experiment(experiment_id="", name=experiment_name)
     else:
         raise InvalidInput("set_experiment needs experiment_name or experiment_id")
-    _experiment_id = experiment.experiment_id
+    _experiment_id, _experiment_name = experiment.experiment_id, None
     return experiment
 
 
@@ -186,9 +209,11 @@ def start_run(
     """Start a new run, or resume ``run_id`` (or the one in RUNSTREAM_RUN_ID).
 
     Raises InvalidInput when a run is already active on this thread and
-    ``nested`` is False, and the server's errors as they come.
+    ``nested`` is False, and the server's errors as they come; outside
+    strict mode a new run starts offline instead when the server cannot
+    be reached (resuming a run still needs the server).
     """
-    global _env_run_used
+    global _env_run_used, _experiment_id, _experiment_name
     stack = _stack()
     if stack and not nested:
         raise InvalidInput(
@@ -201,6 +226,7 @@ def start_run(
     if description:
         tags["mlflow.note.content"] = description
 
+    name: str | None = None
     with _lock:
         if run_id is None and not _env_run_used and worker.client.settings.run_id:
             run_id = worker.client.settings.run_id
@@ -221,27 +247,25 @@ def start_run(
         tags.setdefault("mlflow.user", _user())
         tags.setdefault("mlflow.source.name", sys.argv[0] if sys.argv else "")
         tags.setdefault("mlflow.source.type", "LOCAL")
+        experiment_id = experiment_id or _experiment_id
+        if experiment_id is None:
+            name = _experiment_name or client.settings.experiment_name
         handle = worker.call(
             client.create_run(
-                experiment_id or _experiment_id or _default_experiment(worker),
+                experiment_id or "0",
+                experiment_name=name,
                 run_name=run_name,
                 tags=tags,
             )
         )
         run_id = handle.run_id
     run = worker.call(client.get_run(run_id))
+    if name and run.info.experiment_id:
+        # The experiment named is known now: later runs go straight to it.
+        _experiment_id, _experiment_name = run.info.experiment_id, None
     active = ActiveRun(run, client.run(run_id))
     _push(active)
     return active
-
-
-def _default_experiment(worker: Worker) -> str:
-    global _experiment_id
-    name = worker.client.settings.experiment_name
-    if not name:
-        return "0"
-    _experiment_id = worker.call(worker.client.set_experiment(name))
-    return _experiment_id
 
 
 def end_run(status: str = "FINISHED") -> None:

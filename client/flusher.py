@@ -14,6 +14,11 @@ past that, the ``spill`` policy writes new batches to the spool (replayed
 in order once the server answers again) and the ``block`` policy makes the
 logging thread wait for room. Unsealed points are bounded too: a caller
 that finds ``2 * flush_points`` points waiting seals them itself.
+
+Runs started offline (see ``offline``) are created in the background with
+the same backoff; until then the batches carrying their points are held,
+in memory or in the spool, and sent in order once the run exists. A batch
+may carry points of other runs too, and these wait with it.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from runstream.client import offline
 from runstream.client.batch import SealedBatch, Series, decode, seal
 from runstream.client.buffer import RunBuffer, split
-from runstream.client.errors import RequestRejected, SpoolError
+from runstream.client.errors import RequestRejected, SpoolError, Unavailable
+from runstream.client.offline import PendingRun
 from runstream.client.report import Failures, FlushReport
 from runstream.client.settings import ClientSettings
 from runstream.client.spool import Spool
@@ -64,6 +71,12 @@ class Flusher:
         self._seq = 0
         self._acked = 0
         self._spool: Spool | None = None
+        self._announced = False
+        # Runs not yet created on the server, and the batches waiting for them.
+        self.offline: dict[str, PendingRun] = {}
+        self._held: list[SealedBatch] = []
+        self._creating: set[asyncio.Task[None]] = set()
+        self._saving = asyncio.Lock()
         self._healthy = True
         self._closing = False
         self._closed = False
@@ -96,9 +109,9 @@ class Flusher:
         if self._task is not None:
             self._notify()
             await asyncio.gather(self._task, return_exceptions=True)
-        for task in list(self._sending):
+        for task in [*self._sending, *self._creating]:
             task.cancel()
-        await asyncio.gather(*self._sending, return_exceptions=True)
+        await asyncio.gather(*self._sending, *self._creating, return_exceptions=True)
 
         left = [b for b in self._pending.values() if b.body is not None]
         for batch in left:
@@ -115,6 +128,117 @@ class Flusher:
                 run_id, RunBuffer(run_id, self.label, deque())
             )
         return buffer
+
+    # runs started offline
+
+    async def create_later(self, pending: PendingRun, error: Exception) -> None:
+        """Hold a run's batches and create the run in the background.
+
+        Writes the creation record to the spool first, so that a process
+        that ends before the server answers leaves it for ``runstream sync``.
+        """
+        self.offline[pending.run_id] = pending
+        await self._save(pending)
+        spool = self._spool_or_create(announce=False)
+        logger.warning(
+            "run %s started offline (%s); it is created when the server answers "
+            "and its points wait until then; its creation record is in %s",
+            pending.run_id,
+            error,
+            spool.path,
+        )
+        task = asyncio.create_task(
+            self._create(pending), name=f"runstream-create-{pending.run_id}"
+        )
+        self._creating.add(task)
+        task.add_done_callback(self._creating.discard)
+
+    async def defer(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        status: str | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> bool:
+        """Keep params, tags or a status for a run not yet created.
+
+        Returns False when the run is not offline (send them now instead);
+        raises InvalidInput for a param changed while the run waits.
+        """
+        pending = self.offline.get(run_id)
+        if pending is None:
+            return False
+        pending.defer(
+            params=params,
+            tags=tags,
+            status=status,
+            end_time=end_time,
+            run_name=run_name,
+        )
+        await self._save(pending)
+        return True
+
+    async def _save(self, pending: PendingRun) -> None:
+        spool = self._spool_or_create(announce=False)
+        # One write at a time, each of the latest state: a slower older
+        # write must not replace a newer record.
+        async with self._saving:
+            try:
+                await self._off_loop(spool.write_run, pending.run_id, pending.to_json())
+            except SpoolError as exc:
+                self.errors.add("spool failed", 1, str(exc))
+
+    async def _create(self, pending: PendingRun) -> None:
+        attempt = 0
+        while True:
+            version = pending.version
+            try:
+                await offline.create(self.transport, pending)
+            except Unavailable as exc:
+                delay = backoff(
+                    attempt,
+                    initial=self.settings.retry_initial,
+                    maximum=self.settings.retry_max,
+                )
+                attempt += 1
+                logger.debug("run %s not created yet: %s", pending.run_id, exc)
+                await asyncio.sleep(delay)
+                continue
+            except RequestRejected as exc:
+                logger.error(
+                    "run %s, started offline, cannot be created: %s; the server "
+                    "will refuse its points",
+                    pending.run_id,
+                    exc,
+                )
+            except Exception:
+                logger.exception("creating run %s failed", pending.run_id)
+            else:
+                if pending.version != version:
+                    continue  # something was logged meanwhile: send it too
+                logger.info(
+                    "run %s, started offline, now exists on the server",
+                    pending.run_id,
+                )
+            break
+        self._release(pending.run_id)
+        if self._spool is not None:
+            # After any save still queued, which would bring the record back.
+            async with self._saving:
+                await self._off_loop(self._spool.remove_run, pending.run_id)
+
+    def _release(self, run_id: str) -> None:
+        """Let the held batches of a run flow, before newer ones, in order."""
+        with self._lock:
+            self.offline.pop(run_id, None)
+            ready = [b for b in self._held if b.runs.isdisjoint(self.offline)]
+            self._held = [b for b in self._held if not b.runs.isdisjoint(self.offline)]
+            self._spooled.extendleft(reversed([b for b in ready if b.body is None]))
+            self._queue.extendleft(reversed([b for b in ready if b.body is not None]))
+        self._notify()
 
     # flushing
 
@@ -329,16 +453,16 @@ class Flusher:
                     self._memory += batch.size
             return
         with self._lock:
-            in_memory = batch in self._queue
-            if in_memory:
-                self._queue.remove(batch)
-                self._memory -= batch.size
+            for waiting in (self._queue, self._held):
+                if batch in waiting:
+                    waiting.remove(batch)
+                    self._memory -= batch.size
             batch.spool_ref = record
             batch.body = None
             if batch.batch_id in self._pending and not self._closed:
                 self._spooled.append(batch)
 
-    def _spool_or_create(self) -> Spool:
+    def _spool_or_create(self, *, announce: bool = True) -> Spool:
         with self._lock:
             if self._spool is None:
                 self._spool = Spool(
@@ -346,6 +470,8 @@ class Flusher:
                     label=self.label,
                     segment_bytes=self.settings.spool_segment_bytes,
                 )
+            if announce and not self._announced:
+                self._announced = True
                 logger.warning(
                     "the server is not keeping up or not reachable; spilling "
                     "batches to %s (replayed when it answers again)",
@@ -383,18 +509,26 @@ class Flusher:
 
     def _next(self) -> SealedBatch | None:
         with self._lock:
-            # Spooled batches are older: replay them first while the server
-            # answers and memory is not pressing; while it does not, probe
-            # with one at a time.
-            replay = self._spooled and (
-                (self._healthy and self._memory < self.settings.max_buffer_bytes // 2)
-                or (not self._queue and not self._sending)
-            )
-            if replay:
-                return self._spooled.popleft()
-            if self._queue:
-                return self._queue.popleft()
-            return None
+            while True:
+                batch = self._pick()
+                if batch is None or batch.runs.isdisjoint(self.offline):
+                    return batch
+                self._held.append(batch)
+
+    def _pick(self) -> SealedBatch | None:
+        # Called with the lock held.
+        # Spooled batches are older: replay them first while the server
+        # answers and memory is not pressing; while it does not, probe with
+        # one at a time.
+        replay = self._spooled and (
+            (self._healthy and self._memory < self.settings.max_buffer_bytes // 2)
+            or (not self._queue and not self._sending)
+        )
+        if replay:
+            return self._spooled.popleft()
+        if self._queue:
+            return self._queue.popleft()
+        return None
 
     async def _send(self, batch: SealedBatch) -> None:
         loaded = 0
@@ -489,6 +623,15 @@ class Flusher:
         if self._spool is None:
             return
         path: Path = self._spool.path
+        for run_id in self.offline:
+            logger.warning(
+                "run %s started offline and was never created on the server; its "
+                "creation record and points are in the spool %s; create it and "
+                "upload them with `runstream sync %s`",
+                run_id,
+                path,
+                path,
+            )
         if self._spool.close():
             logger.warning(
                 "%s points were not acknowledged before the deadline; they are "

@@ -13,6 +13,11 @@ every record in it has been acknowledged (or refused for good); a record
 cut short by a crash, or whose CRC does not match, is the torn tail of its
 segment: it and anything after it are dropped with a warning.
 
+Beside the segments, ``<run_id>.run.json`` files are the creation records
+of runs that started while the server was unreachable (see ``offline``);
+each is written whole to a temporary name and renamed into place, and
+removed once the run exists.
+
 While a process owns its folder it holds an exclusive lock on its
 ``lock`` file, so ``runstream sync`` leaves the spool of a live process
 alone.
@@ -41,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 FRAME = struct.Struct("<II")
 SEGMENT_SUFFIX = ".seg"
+RUN_SUFFIX = ".run.json"
 LOCK_NAME = "lock"
 
 
@@ -68,6 +74,7 @@ class Spool:
         self._active_size = 0
         self._next_index = 1
         self._lock_file: int | None = None
+        self._runs: set[str] = set()
 
     def append(self, body: bytes) -> Record:
         """Write one batch body durably; raises SpoolError if the disk fails."""
@@ -115,6 +122,32 @@ class Spool:
             except FileNotFoundError:
                 pass
 
+    def write_run(self, run_id: str, document: bytes) -> None:
+        """Write a run's creation record atomically; raises SpoolError."""
+        path = self.path / f"{run_id}{RUN_SUFFIX}"
+        temporary = path.with_suffix(".tmp")
+        with self._lock:
+            try:
+                self._open_folder()
+                descriptor = os.open(
+                    temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+                )
+                try:
+                    os.write(descriptor, document)
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise SpoolError(f"cannot write {path}: {exc}") from exc
+            self._runs.add(run_id)
+
+    def remove_run(self, run_id: str) -> None:
+        """Forget a run's creation record: the run exists now."""
+        with self._lock:
+            self._runs.discard(run_id)
+            (self.path / f"{run_id}{RUN_SUFFIX}").unlink(missing_ok=True)
+
     @property
     def records(self) -> int:
         with self._lock:
@@ -124,7 +157,7 @@ class Spool:
         """Release the folder; removes it when empty. Returns True if data remains."""
         with self._lock:
             self._close_active()
-            remains = bool(self._live)
+            remains = bool(self._live) or bool(self._runs)
             if self._lock_file is not None:
                 if not remains:
                     (self.path / LOCK_NAME).unlink(missing_ok=True)
@@ -142,16 +175,19 @@ class Spool:
             return self._active
         if self._active is not None:
             self._close_active()
-        if self._lock_file is None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_file = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT)
-            if fcntl is not None:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._open_folder()
         self._active = self.path / f"{self._next_index:08d}{SEGMENT_SUFFIX}"
         self._next_index += 1
         self._file = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self._active_size = 0
         return self._active
+
+    def _open_folder(self) -> None:
+        if self._lock_file is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_file = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+            if fcntl is not None:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def _close_active(self) -> None:
         if self._file is not None:
@@ -196,13 +232,18 @@ def _torn(segment: Path, offset: int, size: int, why: str) -> None:
 def process_folders(path: Path) -> list[Path]:
     """The per-process spool folders at ``path``: itself, or those under it."""
     path = Path(path)
-    if any(path.glob("*" + SEGMENT_SUFFIX)) or (path / LOCK_NAME).exists():
+    if segments(path) or run_records(path) or (path / LOCK_NAME).exists():
         return [path]
     return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
 
 
 def segments(folder: Path) -> list[Path]:
     return sorted(folder.glob("*" + SEGMENT_SUFFIX))
+
+
+def run_records(folder: Path) -> list[Path]:
+    """The creation records of runs in a spool folder (see ``offline``)."""
+    return sorted(folder.glob("*" + RUN_SUFFIX))
 
 
 class FolderLock:
