@@ -195,7 +195,7 @@ class AsyncClient:
         except Unavailable as exc:
             if self.settings.strict:
                 raise
-            await self.flusher.create_later(pending, exc)
+            await self.flusher.offline.start(pending, exc)
         return self.run(pending.run_id)
 
     def run(self, run_id: str) -> RunHandle:
@@ -236,7 +236,7 @@ class AsyncClient:
         run_name: str | None = None,
     ) -> None:
         """Update a run; one started offline keeps the update until it exists."""
-        deferred = await self.flusher.defer(
+        deferred = await self.flusher.offline.defer(
             run_id, status=status, end_time=end_time, run_name=run_name
         )
         if deferred:
@@ -288,7 +288,7 @@ class AsyncClient:
             }
             for k, v in (tags or {}).items()
         ]
-        deferred = await self.flusher.defer(
+        deferred = await self.flusher.offline.defer(
             run_id,
             params={item["key"]: item["value"] for item in param_items},
             tags={item["key"]: item["value"] for item in tag_items},

@@ -15,10 +15,10 @@ in order once the server answers again) and the ``block`` policy makes the
 logging thread wait for room. Unsealed points are bounded too: a caller
 that finds ``2 * flush_points`` points waiting seals them itself.
 
-Runs started offline (see ``offline``) are created in the background with
-the same backoff; until then the batches carrying their points are held,
-in memory or in the spool, and sent in order once the run exists. A batch
-may carry points of other runs too, and these wait with it.
+Runs started offline (see ``offline.OfflineRuns``) are created in the
+background with the same backoff; until then the batches carrying their
+points are held, in memory or in the spool, and sent in order once the run
+exists. A batch may carry points of other runs too, and these wait with it.
 """
 
 from __future__ import annotations
@@ -30,23 +30,19 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-from runstream.client import offline
 from runstream.client.batch import SealedBatch, Series, decode, seal
 from runstream.client.buffer import RunBuffer, split
-from runstream.client.errors import RequestRejected, SpoolError, Unavailable
-from runstream.client.offline import PendingRun
+from runstream.client.errors import RequestRejected, SpoolError
+from runstream.client.offline import OfflineRuns
 from runstream.client.report import Failures, FlushReport
 from runstream.client.settings import ClientSettings
-from runstream.client.spool import Spool
+from runstream.client.spool import Spool, off_loop
 from runstream.client.transport import Transport, Unreachable, backoff
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _SERIES_INDEX = re.compile(r"series\[(\d+)\]")
 
 
@@ -73,10 +69,14 @@ class Flusher:
         self._spool: Spool | None = None
         self._announced = False
         # Runs not yet created on the server, and the batches waiting for them.
-        self.offline: dict[str, PendingRun] = {}
+        self.offline = OfflineRuns(
+            transport,
+            settings,
+            spool=lambda: self._spool_or_create(announce=False),
+            errors=self.errors,
+            created=self._release,
+        )
         self._held: list[SealedBatch] = []
-        self._creating: set[asyncio.Task[None]] = set()
-        self._saving = asyncio.Lock()
         self._healthy = True
         self._closing = False
         self._closed = False
@@ -109,13 +109,14 @@ class Flusher:
         if self._task is not None:
             self._notify()
             await asyncio.gather(self._task, return_exceptions=True)
-        for task in [*self._sending, *self._creating]:
+        for task in self._sending:
             task.cancel()
-        await asyncio.gather(*self._sending, *self._creating, return_exceptions=True)
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        await self.offline.cancel()
 
         left = [b for b in self._pending.values() if b.body is not None]
         for batch in left:
-            await self._off_loop(self._spill, batch)
+            await off_loop(self._spill, batch)
         report = self.report()
         self._close_spool(report)
         return report
@@ -129,113 +130,13 @@ class Flusher:
             )
         return buffer
 
-    # runs started offline
-
-    async def create_later(self, pending: PendingRun, error: Exception) -> None:
-        """Hold a run's batches and create the run in the background.
-
-        Writes the creation record to the spool first, so that a process
-        that ends before the server answers leaves it for ``runstream sync``.
-        """
-        self.offline[pending.run_id] = pending
-        await self._save(pending)
-        spool = self._spool_or_create(announce=False)
-        logger.warning(
-            "run %s started offline (%s); it is created when the server answers "
-            "and its points wait until then; its creation record is in %s",
-            pending.run_id,
-            error,
-            spool.path,
-        )
-        task = asyncio.create_task(
-            self._create(pending), name=f"runstream-create-{pending.run_id}"
-        )
-        self._creating.add(task)
-        task.add_done_callback(self._creating.discard)
-
-    async def defer(
-        self,
-        run_id: str,
-        *,
-        params: dict[str, str] | None = None,
-        tags: dict[str, str] | None = None,
-        status: str | None = None,
-        end_time: int | None = None,
-        run_name: str | None = None,
-    ) -> bool:
-        """Keep params, tags or a status for a run not yet created.
-
-        Returns False when the run is not offline (send them now instead);
-        raises InvalidInput for a param changed while the run waits.
-        """
-        pending = self.offline.get(run_id)
-        if pending is None:
-            return False
-        pending.defer(
-            params=params,
-            tags=tags,
-            status=status,
-            end_time=end_time,
-            run_name=run_name,
-        )
-        await self._save(pending)
-        return True
-
-    async def _save(self, pending: PendingRun) -> None:
-        spool = self._spool_or_create(announce=False)
-        # One write at a time, each of the latest state: a slower older
-        # write must not replace a newer record.
-        async with self._saving:
-            try:
-                await self._off_loop(spool.write_run, pending.run_id, pending.to_json())
-            except SpoolError as exc:
-                self.errors.add("spool failed", 1, str(exc))
-
-    async def _create(self, pending: PendingRun) -> None:
-        attempt = 0
-        while True:
-            version = pending.version
-            try:
-                await offline.create(self.transport, pending)
-            except Unavailable as exc:
-                delay = backoff(
-                    attempt,
-                    initial=self.settings.retry_initial,
-                    maximum=self.settings.retry_max,
-                )
-                attempt += 1
-                logger.debug("run %s not created yet: %s", pending.run_id, exc)
-                await asyncio.sleep(delay)
-                continue
-            except RequestRejected as exc:
-                logger.error(
-                    "run %s, started offline, cannot be created: %s; the server "
-                    "will refuse its points",
-                    pending.run_id,
-                    exc,
-                )
-            except Exception:
-                logger.exception("creating run %s failed", pending.run_id)
-            else:
-                if pending.version != version:
-                    continue  # something was logged meanwhile: send it too
-                logger.info(
-                    "run %s, started offline, now exists on the server",
-                    pending.run_id,
-                )
-            break
-        self._release(pending.run_id)
-        if self._spool is not None:
-            # After any save still queued, which would bring the record back.
-            async with self._saving:
-                await self._off_loop(self._spool.remove_run, pending.run_id)
-
     def _release(self, run_id: str) -> None:
         """Let the held batches of a run flow, before newer ones, in order."""
         with self._lock:
-            self.offline.pop(run_id, None)
-            ready = [b for b in self._held if b.runs.isdisjoint(self.offline)]
-            self._held = [b for b in self._held if not b.runs.isdisjoint(self.offline)]
+            waiting = self.offline.waiting
+            waiting.pop(run_id, None)
+            ready = [b for b in self._held if b.runs.isdisjoint(waiting)]
+            self._held = [b for b in self._held if not b.runs.isdisjoint(waiting)]
             self._spooled.extendleft(reversed([b for b in ready if b.body is None]))
             self._queue.extendleft(reversed([b for b in ready if b.body is not None]))
         self._notify()
@@ -424,18 +325,7 @@ class Flusher:
 
     async def _admit_async(self, batch: SealedBatch, *, seq: int | None = None) -> None:
         if not self._admit(batch, seq=seq):
-            await self._off_loop(self._spill, batch)
-
-    async def _off_loop(self, function: Callable[..., T], *args: object) -> T:
-        """Run blocking disk I/O in a thread, or here once threads are gone.
-
-        At interpreter exit the executors refuse work, and the spool must
-        still be written.
-        """
-        try:
-            return await asyncio.to_thread(function, *args)
-        except RuntimeError:
-            return function(*args)
+            await off_loop(self._spill, batch)
 
     def _spill(self, batch: SealedBatch) -> None:
         """Move a registered batch's body to the spool (blocking disk I/O)."""
@@ -511,7 +401,7 @@ class Flusher:
         with self._lock:
             while True:
                 batch = self._pick()
-                if batch is None or batch.runs.isdisjoint(self.offline):
+                if batch is None or batch.runs.isdisjoint(self.offline.waiting):
                     return batch
                 self._held.append(batch)
 
@@ -536,7 +426,7 @@ class Flusher:
             body = batch.body
             if body is None:
                 assert self._spool is not None
-                body = await self._off_loop(self._spool.read, batch.spool_ref)
+                body = await off_loop(self._spool.read, batch.spool_ref)
                 loaded = batch.size
                 with self._lock:
                     self._memory += loaded
@@ -623,7 +513,7 @@ class Flusher:
         if self._spool is None:
             return
         path: Path = self._spool.path
-        for run_id in self.offline:
+        for run_id in self.offline.waiting:
             logger.warning(
                 "run %s started offline and was never created on the server; its "
                 "creation record and points are in the spool %s; create it and "

@@ -8,6 +8,10 @@ waited. The flusher keeps the record in memory and, as
 run's batches, so that ``runstream sync`` can create the run before
 uploading them when the process ended first.
 
+``OfflineRuns`` is the flusher's part: it keeps the waiting runs, saves
+their records, and creates each in the background with backoff, telling
+the flusher when a run exists so its held batches may go.
+
 The server treats a create with a known run id in the same experiment as
 a retry and returns the existing run, and log-batch accepts a param logged
 again with the same value; so ``create`` may be repeated, by the flusher
@@ -16,14 +20,28 @@ after a lost answer or by sync after a crash, and still makes one run.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from runstream.client.entities import Run, RunData, RunInfo
-from runstream.client.errors import InvalidInput, NotFound, RequestRejected
-from runstream.client.transport import Transport
+from runstream.client.errors import (
+    InvalidInput,
+    NotFound,
+    RequestRejected,
+    SpoolError,
+    Unavailable,
+)
+from runstream.client.report import Failures
+from runstream.client.settings import ClientSettings
+from runstream.client.spool import Spool, off_loop
+from runstream.client.transport import Transport, backoff
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 100
 
@@ -124,6 +142,140 @@ class PendingRun:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a creation record: {exc}") from exc
+
+
+class OfflineRuns:
+    """The runs of one client waiting to be created, and their creation tasks.
+
+    ``spool`` gives the client's spool (made on first use), ``errors``
+    counts failed spool writes, and ``created`` is called with a run id
+    once the run exists, or once the server refused it for good.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        settings: ClientSettings,
+        *,
+        spool: Callable[[], Spool],
+        errors: Failures,
+        created: Callable[[str], None],
+    ) -> None:
+        self.transport = transport
+        self.settings = settings
+        self.waiting: dict[str, PendingRun] = {}
+        self._spool = spool
+        self._errors = errors
+        self._created = created
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._saving = asyncio.Lock()
+
+    def get(self, run_id: str) -> PendingRun | None:
+        return self.waiting.get(run_id)
+
+    async def start(self, pending: PendingRun, error: Exception) -> None:
+        """Keep the run waiting and create it in the background.
+
+        Writes the creation record to the spool first, so that a process
+        that ends before the server answers leaves it for ``runstream sync``.
+        """
+        self.waiting[pending.run_id] = pending
+        await self._save(pending)
+        logger.warning(
+            "run %s started offline (%s); it is created when the server answers "
+            "and its points wait until then; its creation record is in %s",
+            pending.run_id,
+            error,
+            self._spool().path,
+        )
+        task = asyncio.create_task(
+            self._create(pending), name=f"runstream-create-{pending.run_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def defer(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        status: str | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> bool:
+        """Keep params, tags or a status for a run not yet created.
+
+        Returns False when the run is not waiting (send them now instead);
+        raises InvalidInput for a param changed while the run waits.
+        """
+        pending = self.waiting.get(run_id)
+        if pending is None:
+            return False
+        pending.defer(
+            params=params,
+            tags=tags,
+            status=status,
+            end_time=end_time,
+            run_name=run_name,
+        )
+        await self._save(pending)
+        return True
+
+    async def cancel(self) -> None:
+        """Stop creating: the records stay in the spool for ``runstream sync``."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _save(self, pending: PendingRun) -> None:
+        spool = self._spool()
+        # One write at a time, each of the latest state: a slower older
+        # write must not replace a newer record.
+        async with self._saving:
+            try:
+                await off_loop(spool.write_run, pending.run_id, pending.to_json())
+            except SpoolError as exc:
+                self._errors.add("spool failed", 1, str(exc))
+
+    async def _create(self, pending: PendingRun) -> None:
+        attempt = 0
+        while True:
+            version = pending.version
+            try:
+                await create(self.transport, pending)
+            except Unavailable as exc:
+                delay = backoff(
+                    attempt,
+                    initial=self.settings.retry_initial,
+                    maximum=self.settings.retry_max,
+                )
+                attempt += 1
+                logger.debug("run %s not created yet: %s", pending.run_id, exc)
+                await asyncio.sleep(delay)
+                continue
+            except RequestRejected as exc:
+                logger.error(
+                    "run %s, started offline, cannot be created: %s; the server "
+                    "will refuse its points",
+                    pending.run_id,
+                    exc,
+                )
+            except Exception:
+                logger.exception("creating run %s failed", pending.run_id)
+            else:
+                if pending.version != version:
+                    continue  # something was logged meanwhile: send it too
+                logger.info(
+                    "run %s, started offline, now exists on the server",
+                    pending.run_id,
+                )
+            break
+        self._created(pending.run_id)
+        spool = self._spool()
+        # After any save still queued, which would bring the record back.
+        async with self._saving:
+            await off_loop(spool.remove_run, pending.run_id)
 
 
 async def create(transport: Transport, pending: PendingRun) -> None:

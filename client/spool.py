@@ -25,15 +25,17 @@ alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from runstream.client.errors import SpoolError
 
@@ -43,6 +45,8 @@ except ImportError:  # Windows: no advisory locks; sync trusts the user.
     fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FRAME = struct.Struct("<II")
 SEGMENT_SUFFIX = ".seg"
@@ -271,3 +275,15 @@ class FolderLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+async def off_loop(function: Callable[..., T], *args: object) -> T:
+    """Run blocking spool I/O in a thread, or in place once threads are gone.
+
+    At interpreter exit the executors refuse work, and the spool must
+    still be written.
+    """
+    try:
+        return await asyncio.to_thread(function, *args)
+    except RuntimeError:
+        return function(*args)
