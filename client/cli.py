@@ -34,7 +34,7 @@ from runstream.client.spool import (
     run_records,
     segments,
 )
-from runstream.client.transport import Transport, Unreachable, backoff
+from runstream.client.transport import Transport, Unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,7 @@ async def _create_runs(
             try:
                 await offline.create(transport, pending)
             except Unavailable as exc:
-                delay = backoff(
-                    attempt, initial=settings.retry_initial, maximum=settings.retry_max
-                )
+                delay = settings.retry_delay(attempt)
                 if time.monotonic() + delay > deadline:
                     logger.warning("could not create run %s: %s", pending.run_id, exc)
                     return False
@@ -161,9 +159,7 @@ async def _send(
         try:
             ack = await transport.send_batch(body)
         except Unreachable as exc:
-            delay = exc.retry_after or backoff(
-                attempt, initial=settings.retry_initial, maximum=settings.retry_max
-            )
+            delay = exc.retry_after or settings.retry_delay(attempt)
             if time.monotonic() + delay > deadline:
                 logger.warning("giving up on a spooled batch for now: %s", exc)
                 return False

@@ -39,7 +39,7 @@ from runstream.client.offline import OfflineRuns
 from runstream.client.report import Failures, FlushReport
 from runstream.client.settings import ClientSettings
 from runstream.client.spool import Spool, off_loop
-from runstream.client.transport import Transport, Unreachable, backoff
+from runstream.client.transport import Transport, Unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -454,11 +454,7 @@ class Flusher:
                 self.errors.add(exc.kind, 1, f"batch {batch.batch_id}: {exc}")
                 delay = exc.retry_after
                 if delay is None:
-                    delay = backoff(
-                        attempt,
-                        initial=self.settings.retry_initial,
-                        maximum=self.settings.retry_max,
-                    )
+                    delay = self.settings.retry_delay(attempt)
                 attempt += 1
                 batch.attempts = attempt
                 await asyncio.sleep(delay)

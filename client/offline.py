@@ -39,7 +39,7 @@ from runstream.client.errors import (
 from runstream.client.report import Failures
 from runstream.client.settings import ClientSettings
 from runstream.client.spool import Spool, off_loop
-from runstream.client.transport import Transport, backoff
+from runstream.client.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -245,11 +245,7 @@ class OfflineRuns:
             try:
                 await create(self.transport, pending)
             except Unavailable as exc:
-                delay = backoff(
-                    attempt,
-                    initial=self.settings.retry_initial,
-                    maximum=self.settings.retry_max,
-                )
+                delay = self.settings.retry_delay(attempt)
                 attempt += 1
                 logger.debug("run %s not created yet: %s", pending.run_id, exc)
                 await asyncio.sleep(delay)

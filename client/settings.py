@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from runstream.client.errors import ConfigurationError
+from runstream.client.transport import backoff
 
 LABEL_PATTERN = r"^[\w.\-:/]{0,64}$"
 
@@ -81,6 +82,10 @@ class ClientSettings(BaseSettings):
     exit_timeout: float = Field(default=10.0, ge=0)
 
     strict: bool = False
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before retry number ``attempt`` (0-based), with jitter."""
+        return backoff(attempt, initial=self.retry_initial, maximum=self.retry_max)
 
     @field_validator("tracking_uri")
     @classmethod
