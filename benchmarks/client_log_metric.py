@@ -23,12 +23,12 @@ _means: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def handle():  # type: ignore[no-untyped-def]
+def handle():
     client = AsyncClient("http://127.0.0.1:9", flush_points=5_000_000, spool_dir="/tmp")
     return client.run(RUN_ID)
 
 
-def _report(benchmark, name: str) -> None:  # type: ignore[no-untyped-def]
+def _report(benchmark, name: str) -> None:
     mean = benchmark.stats.stats.mean
     _means[name] = mean
     per_call_ns = mean / CALLS * 1e9
@@ -45,7 +45,7 @@ def _report(benchmark, name: str) -> None:  # type: ignore[no-untyped-def]
         print(f"\n{name}: {per_call_ns:.0f} ns/call")
 
 
-def test_baseline_list_append(benchmark) -> None:  # type: ignore[no-untyped-def]
+def test_baseline_list_append(benchmark) -> None:
     def body() -> None:
         points: list[tuple[str, float, int, None]] = []
         append = points.append
@@ -56,7 +56,7 @@ def test_baseline_list_append(benchmark) -> None:  # type: ignore[no-untyped-def
     _report(benchmark, "append")
 
 
-def test_run_handle_log_metric(benchmark, handle) -> None:  # type: ignore[no-untyped-def]
+def test_run_handle_log_metric(benchmark, handle) -> None:
     log_metric = handle.log_metric
 
     def body() -> None:
@@ -68,7 +68,7 @@ def test_run_handle_log_metric(benchmark, handle) -> None:  # type: ignore[no-un
     _report(benchmark, "run.log_metric")
 
 
-def test_fluent_log_metric(benchmark, handle) -> None:  # type: ignore[no-untyped-def]
+def test_fluent_log_metric(benchmark, handle) -> None:
     run = Run(RunInfo(run_id=RUN_ID, experiment_id="0"), RunData())
     fluent._push(fluent.ActiveRun(run, handle))
     log_metric = fluent.log_metric

@@ -108,7 +108,7 @@ def make_database(postgres_admin_url: str) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def database_url(make_database) -> str:  # type: ignore[no-untyped-def]
+def database_url(make_database) -> str:
     """The session's shared database, migrated."""
     return make_database()
 

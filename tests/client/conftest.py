@@ -25,7 +25,7 @@ def settings(tracking_uri: str, tmp_path: Path) -> ClientSettings:
 
 
 @pytest.fixture
-def own_server(make_database, tmp_path: Path) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+def own_server(make_database, tmp_path: Path) -> Iterator[ServerProcess]:
     """A server of this test's own, on a fixed port so a restart reuses it."""
     server = ServerProcess(make_database(), artifacts_root=tmp_path / "artifacts")
     server.start()

@@ -15,7 +15,7 @@ from tests.servers import ServerProcess
 @pytest.mark.timeout(120)
 async def test_client_honours_503_and_delivers_every_point_once(
     make_database,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     url = make_database()
     server = ServerProcess(

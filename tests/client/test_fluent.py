@@ -45,10 +45,14 @@ FLUENT_SCRIPT = textwrap.dedent(
         "outer": outer.info.run_id,
         "inner": inner.info.run_id,
         "status": rs.get_run(outer.info.run_id).info.status,
-        "inner_parent": rs.get_run(inner.info.run_id).data.tags.get("mlflow.parentRunId"),
+        "inner_parent": rs.get_run(inner.info.run_id).data.tags.get(
+            "mlflow.parentRunId"
+        ),
         "metrics": fetched.data.metrics,
         "params": fetched.data.params,
-        "tags": {k: v for k, v in fetched.data.tags.items() if not k.startswith("mlflow.")},
+        "tags": {
+            k: v for k, v in fetched.data.tags.items() if not k.startswith("mlflow.")
+        },
         "pending": report.pending,
         "active_after": rs.active_run() is None,
     }))

@@ -233,7 +233,7 @@ def test_default_experiment_exists(client: MlflowClient) -> None:
         "unknown-experiment",
     ],
 )
-def test_bad_input_gets_mlflow_error_codes(client: MlflowClient, action, code) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_gets_mlflow_error_codes(client: MlflowClient, action, code) -> None:
     run = client.create_run("0")
     client.log_param(run.info.run_id, "alpha", "1")
 
@@ -270,7 +270,7 @@ def test_latest_metric_follows_step_not_arrival(client: MlflowClient) -> None:
     assert steps == [2, 5, 9]
 
 
-def test_restart_keeps_everything(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_restart_keeps_everything(make_database, tmp_path) -> None:
     server = ServerProcess(make_database(), artifacts_root=tmp_path / "artifacts")
     server.start()
     try:

@@ -95,7 +95,7 @@ def _send(
 )
 def test_wrong_values_get_4xx(
     server: ServerProcess, run_id: str, method, path, fields
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     failures = []
     for field, value in itertools.product(fields, WRONG_VALUES):
         body = {"run_id": run_id, "experiment_id": "0", field: value}

@@ -102,7 +102,7 @@ class Native:
 
 
 @pytest.fixture
-async def native(server: ServerProcess):  # type: ignore[no-untyped-def]
+async def native(server: ServerProcess):
     async with aiohttp.ClientSession() as session:
         yield Native(session, server.url)
 
@@ -215,7 +215,7 @@ async def test_labels_split_a_series_but_mlflow_sees_it_whole(native: Native) ->
     ],
     ids=["lengths", "key-chars", "key-length", "value", "step", "missing-run"],
 )
-async def test_bad_batch_is_refused_with_the_field_named(  # type: ignore[no-untyped-def]
+async def test_bad_batch_is_refused_with_the_field_named(
     native: Native, mutate, status, fragment
 ) -> None:
     run_id = await native.create_run()
@@ -246,7 +246,7 @@ async def test_batch_for_a_deleted_run_is_refused(native: Native) -> None:
     assert run_id in reply["message"] and "active" in reply["message"]
 
 
-async def test_full_queue_answers_503_with_retry_after(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_full_queue_answers_503_with_retry_after(make_database, tmp_path) -> None:
     url = make_database()
     server = ServerProcess(
         url,
@@ -288,7 +288,7 @@ async def test_full_queue_answers_503_with_retry_after(make_database, tmp_path) 
         server.stop()
 
 
-async def test_a_batch_failing_in_commit_fails_alone(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_batch_failing_in_commit_fails_alone(make_database, tmp_path) -> None:
     url = make_database()
     server = ServerProcess(
         url, artifacts_root=tmp_path, env={"RUNSTREAM_WRITER_CONNECTIONS": "1"}
@@ -338,7 +338,7 @@ async def test_a_batch_failing_in_commit_fails_alone(make_database, tmp_path) ->
         server.stop()
 
 
-async def test_acked_points_survive_kill_9(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_acked_points_survive_kill_9(make_database, tmp_path) -> None:
     server = ServerProcess(make_database(), artifacts_root=tmp_path)
     server.start()
     try:

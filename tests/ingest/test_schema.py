@@ -10,7 +10,7 @@ from runstream.ingest.schema import load_migrations, migrate
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_a_current_database_starts_unchanged(make_database) -> None:  # type: ignore[no-untyped-def]
+async def test_a_current_database_starts_unchanged(make_database) -> None:
     connection = await asyncpg.connect(make_database())
     try:
         before = await connection.fetch("SELECT * FROM schema_migrations")
@@ -30,7 +30,7 @@ async def test_a_current_database_starts_unchanged(make_database) -> None:  # ty
         await connection.close()
 
 
-async def test_a_newer_database_is_refused(make_database) -> None:  # type: ignore[no-untyped-def]
+async def test_a_newer_database_is_refused(make_database) -> None:
     connection = await asyncpg.connect(make_database())
     try:
         await connection.execute(

@@ -84,7 +84,7 @@ def test_responses_carry_protective_headers(server: ServerProcess) -> None:
     assert reply.headers["X-Frame-Options"] == "SAMEORIGIN"
 
 
-def test_configured_host_and_origin_are_allowed(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_configured_host_and_origin_are_allowed(make_database, tmp_path) -> None:
     server = ServerProcess(
         make_database(),
         artifacts_root=tmp_path,

@@ -30,7 +30,7 @@ def post(url: str, payload: dict) -> dict:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_stops_cleanly_with_exit_0(make_database, tmp_path, signum) -> None:  # type: ignore[no-untyped-def]
+def test_signal_stops_cleanly_with_exit_0(make_database, tmp_path, signum) -> None:
     server = ServerProcess(make_database(), artifacts_root=tmp_path)
     server.start()
     assert server.process is not None
@@ -67,7 +67,7 @@ def test_data_dir_behind_a_closed_folder_is_refused(tmp_path: Path) -> None:
     assert "not traversable by others" in result.stderr
 
 
-def test_workers_share_one_port(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_workers_share_one_port(make_database, tmp_path) -> None:
     server = ServerProcess(
         make_database(), artifacts_root=tmp_path, extra_args=("--workers", "2")
     )

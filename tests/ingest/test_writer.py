@@ -39,14 +39,14 @@ def batch(run_num: int, key_id: int, steps: list[int]) -> ResolvedBatch:
 
 
 @pytest.fixture
-async def pool(make_database):  # type: ignore[no-untyped-def]
+async def pool(make_database):
     pool = await asyncpg.create_pool(make_database(), min_size=1, max_size=4)
     yield pool
     await pool.close()
 
 
 @pytest.fixture
-async def writer(pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
+async def writer(pool: asyncpg.Pool):
     writer = Writer(
         connections=1,
         max_queue_points=1_000_000,
@@ -135,7 +135,7 @@ async def test_close_commits_what_is_queued(pool: asyncpg.Pool, writer: Writer) 
     ],
     ids=["max-step", "ties-by-timestamp-then-value", "nan-is-greatest"],
 )
-def test_latest_point_uses_mlflow_order(steps, timestamps, values, expected) -> None:  # type: ignore[no-untyped-def]
+def test_latest_point_uses_mlflow_order(steps, timestamps, values, expected) -> None:
     point = latest_point(
         np.array(steps), np.array(timestamps), np.array(values, dtype=np.float64)
     )

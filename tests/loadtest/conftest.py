@@ -29,7 +29,7 @@ def small_settings(**update: object) -> LoadtestSettings:
 
 
 @pytest.fixture
-async def own_server(make_database, tmp_path: Path) -> AsyncIterator[RunstreamServer]:  # type: ignore[no-untyped-def]
+async def own_server(make_database, tmp_path: Path) -> AsyncIterator[RunstreamServer]:
     """A runstream server of this test's own, on a fresh database; may be killed."""
     async with RunstreamServer(make_database(), folder=tmp_path / "server") as server:
         yield server

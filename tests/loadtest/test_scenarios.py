@@ -72,7 +72,7 @@ async def test_reply_loss_is_answered_as_duplicate(own_server: RunstreamServer) 
 
 
 @pytest.mark.timeout(90)
-async def test_overload_sheds_load_and_loses_nothing(make_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_overload_sheds_load_and_loses_nothing(make_database, tmp_path) -> None:
     # A small writer queue, so that four times the workers overflow it fast.
     server = RunstreamServer(
         make_database(),
